@@ -1,0 +1,51 @@
+# The single entry point. `make run` and `make test` build everything they need
+# from nothing: a virtual environment in .venv with the project installed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Sentinels: reinstall only when pyproject.toml changes.
+STAMP_RUN := $(VENV)/.installed-run
+STAMP_DEV := $(VENV)/.installed-dev
+STAMP_BENCH := $(VENV)/.installed-bench
+
+.PHONY: run test lint typecheck pytest test-debug bench install clean
+
+run: $(STAMP_RUN)
+	$(BIN)/asyncperf demo
+
+test: lint pytest
+
+lint: $(STAMP_DEV)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+pytest: $(STAMP_DEV)
+	$(BIN)/pytest
+	# One pass with asyncio's debug mode over the core suites (slow callbacks,
+	# never-awaited coroutines and non-thread-safe calls become visible).
+	PYTHONASYNCIODEBUG=1 $(BIN)/pytest -q -p no:randomly tests/test_pool.py tests/test_queue.py
+
+bench: $(STAMP_BENCH)
+	$(BIN)/python -m bench --loop both --json bench/results/latest.json
+
+install: $(STAMP_DEV)
+
+$(VENV)/bin/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "asyncperf needs Python 3.11 or newer"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP_RUN): $(VENV)/bin/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(STAMP_DEV): $(VENV)/bin/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,peers]'
+	touch $@ $(STAMP_RUN)
+
+$(STAMP_BENCH): $(STAMP_DEV)
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,3 @@
+from asyncperf.tools.cli import main
+
+raise SystemExit(main())

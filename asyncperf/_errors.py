@@ -1,0 +1,116 @@
+"""The exceptions asyncperf raises.
+
+Every exception derives from :class:`AsyncPerfError`, and also from the built-in
+(or asyncio) exception that callers already catch where one fits::
+
+    AsyncPerfError
+    ├── WouldBlock                     a *_nowait call could not complete at once
+    │   ├── QueueFull                  (also asyncio.QueueFull)
+    │   └── QueueEmpty                 (also asyncio.QueueEmpty)
+    ├── Rejected                       refused at admission: never accepted
+    ├── Dropped                        accepted, then discarded before it ran
+    ├── JobTimeout                     (also TimeoutError) a job ran past its timeout
+    ├── ClosedError                    (also RuntimeError) used after close
+    │   ├── PoolClosed
+    │   └── QueueClosed
+    └── InternalError                  a bug in asyncperf; please report it
+
+Bad arguments raise the built-in ``ValueError`` or ``TypeError`` with a message
+that names the parameter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+
+__all__ = [
+    "AsyncPerfError",
+    "ClosedError",
+    "DropReason",
+    "Dropped",
+    "InternalError",
+    "JobTimeout",
+    "PoolClosed",
+    "QueueClosed",
+    "QueueEmpty",
+    "QueueFull",
+    "Rejected",
+    "WouldBlock",
+]
+
+
+class DropReason(enum.StrEnum):
+    """Why an item was refused or discarded (carried by :class:`Dropped`/:class:`Rejected`)."""
+
+    #: The level was full and its strategy is REJECT: the incoming item was refused.
+    REJECTED = "rejected"
+    #: The level was full and its strategy is DROP_OLDEST or DROP_NEWEST: a queued
+    #: item was discarded to make room for the incoming one.
+    EVICTED = "evicted"
+    #: The queue or pool was closed (or a fail-fast error stopped it) before the item ran.
+    SHUTDOWN = "shutdown"
+
+
+class AsyncPerfError(Exception):
+    """Base class of every exception asyncperf raises on purpose."""
+
+
+class WouldBlock(AsyncPerfError):
+    """A ``*_nowait`` operation could not complete without waiting."""
+
+
+class QueueFull(WouldBlock, asyncio.QueueFull):
+    """The level is full and its strategy is BLOCK: ``put`` would have to wait."""
+
+
+class QueueEmpty(WouldBlock, asyncio.QueueEmpty):
+    """The queue holds no item: ``get`` would have to wait."""
+
+
+class Rejected(AsyncPerfError):
+    """An item or job was refused at admission; it was never accepted.
+
+    Attributes:
+        reason: why it was refused.
+        priority: the level it was meant for, when there is one.
+    """
+
+    def __init__(self, message: str, *, reason: DropReason, priority: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.priority = priority
+
+
+class Dropped(AsyncPerfError):
+    """An accepted item or job was discarded before it ran.
+
+    Attributes:
+        reason: why it was discarded.
+        priority: the level it was queued in, when there is one.
+    """
+
+    def __init__(self, message: str, *, reason: DropReason, priority: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.priority = priority
+
+
+class JobTimeout(AsyncPerfError, TimeoutError):
+    """A job ran longer than its ``timeout`` and was cancelled."""
+
+
+class ClosedError(AsyncPerfError, RuntimeError):
+    """An operation was attempted on a resource that has been closed."""
+
+
+class PoolClosed(ClosedError):
+    """The worker pool is closed (or closing) and accepts no new jobs."""
+
+
+class QueueClosed(ClosedError):
+    """The queue is closed: no new items, and ``get`` on an empty closed queue fails."""
+
+
+class InternalError(AsyncPerfError):
+    """An invariant of asyncperf itself was broken: this is a bug, please report it."""

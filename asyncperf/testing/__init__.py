@@ -1,0 +1,16 @@
+"""Helpers for testing code built on asyncperf: virtual time and invariant checks.
+
+``VirtualEventLoop`` is an asyncio loop whose clock jumps forward whenever every
+task is waiting on a timer, so a test that waits ten virtual minutes finishes
+at once and always sees the same order of events::
+
+    loop = asyncperf.testing.VirtualEventLoop()
+    loop.run_until_complete(main())          # asyncio.sleep(600) returns at once
+
+Components that take ``clock=`` should be given ``loop.clock`` (or
+``asyncperf.testing.current_virtual_clock()`` from inside the loop).
+"""
+
+from asyncperf.testing._virtual import VirtualClock, VirtualEventLoop, current_virtual_clock
+
+__all__ = ["VirtualClock", "VirtualEventLoop", "current_virtual_clock"]

@@ -1,0 +1,1 @@
+"""Layer 8: tools built on the library: the command line and its demo."""

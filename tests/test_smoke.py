@@ -1,0 +1,25 @@
+import asyncio
+
+import pytest
+
+import asyncperf as ap
+
+
+async def test_pool_runs_a_job() -> None:
+    """A job submitted to a pool returns its result."""
+
+    async def double(x: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * x
+
+    async with ap.WorkerPool(4) as pool:
+        assert await pool.run(double, 21) == 42
+
+
+@pytest.mark.virtual_time
+async def test_virtual_time_jumps() -> None:
+    """On the virtual loop a long sleep returns at once and moves the clock."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await asyncio.sleep(3600)
+    assert loop.time() - start == pytest.approx(3600)
