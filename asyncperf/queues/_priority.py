@@ -233,8 +233,9 @@ class PriorityQueue(Generic[T]):
         self._closed = False
         self._getters: deque[asyncio.Future[None]] = deque()
         # Deficit round robin state: the level being served and how many more
-        # items it may give before the turn passes on.
-        self._current = 0
+        # items it may give before the turn passes on. Whenever the queue runs
+        # empty, the next round starts again at the most important level.
+        self._current = len(self._levels) - 1
         self._deficit = 0
         #: Enqueue time of the item the last get_nowait() returned (read by the pool).
         self._last_enqueued_at = 0.0
@@ -441,6 +442,9 @@ class PriorityQueue(Generic[T]):
             items = state.items
         self._last_enqueued_at = state.times.popleft()
         self._size -= 1
+        if not self._size:
+            self._current = len(self._levels) - 1
+            self._deficit = 0
         if state.putters:
             _wake_one(state.putters)
         return items.popleft()
@@ -538,9 +542,9 @@ class PriorityQueue(Generic[T]):
         for state in self._levels:
             while state.putters:
                 _wake_one(state.putters)
-        if not self._size:
-            while self._getters:
-                _wake_one(self._getters)
+        # Every getter re-checks: it takes an item if one is left, else fails.
+        while self._getters:
+            _wake_one(self._getters)
 
     def _add_drop_listener(self, listener: DropListener[T]) -> None:
         """Hook used by the pool to fail the jobs the queue drops."""

@@ -12,5 +12,6 @@ Components that take ``clock=`` should be given ``loop.clock`` (or
 """
 
 from asyncperf.testing._virtual import VirtualClock, VirtualEventLoop, current_virtual_clock
+from asyncperf.testing._waiting import wait_until
 
-__all__ = ["VirtualClock", "VirtualEventLoop", "current_virtual_clock"]
+__all__ = ["VirtualClock", "VirtualEventLoop", "current_virtual_clock", "wait_until"]

@@ -945,6 +945,10 @@ class MapIterator(Generic[T, R]):
         priority: int | None,
         timeout: float | None,
     ) -> None:
+        # Set first: __del__ runs even when this constructor raises.
+        self._closed = False
+        self._in_flight: deque[Job[R]] = deque()
+        self._finished: deque[Job[R]] = deque()  # unordered mode: done, not yet yielded
         self._pool = pool
         self._fn = fn
         self._sync_items: Iterator[T] | None = None
@@ -959,11 +963,8 @@ class MapIterator(Generic[T, R]):
         self._window = window
         self._priority = priority
         self._timeout = timeout
-        self._in_flight: deque[Job[R]] = deque()
-        self._finished: deque[Job[R]] = deque()  # unordered mode: done, not yet yielded
         self._wakeup: asyncio.Event | None = None
         self._exhausted = False
-        self._closed = False
 
     def __aiter__(self) -> MapIterator[T, R]:
         return self

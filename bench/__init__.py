@@ -1,0 +1,1 @@
+"""The asyncperf benchmark suites: ``python -m bench --help`` (see bench/README.md)."""
