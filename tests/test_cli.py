@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -87,6 +89,37 @@ def test_demo_as_a_module_in_a_subprocess() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "consistency: OK" in proc.stdout
     assert proc.stderr == ""
+
+
+def _default_sigint() -> None:
+    # A shell may start background jobs with SIGINT ignored; Ctrl-C must reach Python.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
+def test_ctrl_c_stops_the_demo_cleanly() -> None:
+    """Ctrl-C mid-burst exits 130 saying 'interrupted', with no unretrieved job errors logged."""
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "asyncperf", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_plain_env(),
+        preexec_fn=_default_sigint,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "resize up" in line:  # mid-burst: jobs running, queued, dropped, failed
+                break
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert err == "interrupted\n"
 
 
 # -- argument errors ---------------------------------------------------------------
@@ -216,6 +249,20 @@ async def test_demo_prints_report_with_progress() -> None:
     for heading in ("pool.statistics()", "pool.queue.statistics()", "outcomes the demo observed"):
         assert heading in text
     assert "consistency: OK" in text
+
+
+async def test_cancelled_demo_leaves_no_task_behind() -> None:
+    """Cancelling the demo mid-burst closes its pool and cancels its progress task."""
+    out = io.StringIO()
+    task = asyncio.create_task(demo(DemoOptions(jobs=2_000, workers=4), console=Console(file=out)))
+    # Loop passes, not time: the first runs the burst up to the BLOCK level's bound.
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert "consistency" not in out.getvalue()
 
 
 @pytest.mark.parametrize(

@@ -188,6 +188,24 @@ async def test_concurrency_never_exceeds_max_workers() -> None:
     assert gate.peak == 3
 
 
+async def test_a_burst_starts_only_the_workers_it_needs() -> None:
+    """Workers already on their way to the queue are counted before starting more."""
+    async with ap.WorkerPool(32, min_workers=4) as pool:
+        _ = pool.submit_nowait(echo, 1)
+        assert pool.statistics().workers == 4
+        for i in range(6):
+            _ = pool.submit_nowait(echo, i)
+        assert pool.statistics().workers == 7
+    async with ap.WorkerPool(8) as pool:
+        jobs = [pool.submit_nowait(echo, i) for i in range(3)]
+        assert pool.statistics().workers == 3
+        await asyncio.gather(*jobs)
+        await wait_until(lambda: pool.statistics().idle == 3)
+        _ = pool.submit_nowait(echo, "one more")
+        _ = pool.submit_nowait(echo, "and another")
+        assert pool.statistics().workers == 3  # two idle workers woken, none started
+
+
 async def test_priorities_are_served_by_weight() -> None:
     """Queued jobs leave by weighted round robin: level 0 first, no level starved."""
     gate = Gate()
@@ -684,6 +702,18 @@ async def test_aclose_cancels_now() -> None:
                 await job
     stats = pool.statistics()
     assert (stats.cancelled, stats.dropped, stats.workers) == (2, 3, 0)
+
+
+async def test_dropped_jobs_nobody_awaits_are_counted_not_logged() -> None:
+    """Jobs dropped at close are counted; unawaited, they do not flood the loop's log."""
+    gate = Gate()
+    async with ap.WorkerPool(1) as pool:
+        for _ in range(20):
+            _ = await pool.submit(gate.job)
+        await wait_until(lambda: gate.running == 1)
+        await pool.aclose()
+    assert pool.statistics().dropped == 19
+    # loop_guard collects garbage and fails the test if anything was logged.
 
 
 async def test_close_wakes_blocked_submitters() -> None:

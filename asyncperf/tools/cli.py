@@ -87,7 +87,10 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
         help="max_workers of the pool, doubled mid-burst and restored later (default: 32)",
     )
     parser.add_argument(
-        "--seed", type=int, default=1, help="seed of the latencies, errors, priorities"
+        "--seed",
+        type=int,
+        default=1,
+        help="seed of the latencies, errors and priorities (default: 1)",
     )
 
 
@@ -95,6 +98,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     loop = check_loop(args.loop)
     check_at_least("--jobs", args.jobs, 1)
     check_at_least("--workers", args.workers, 1)
+    # Imported here: `info` and `--help` stay quick, and do not need rich.
     from rich.console import Console
 
     from asyncperf.tools.demo import DemoOptions, demo

@@ -186,7 +186,7 @@ class DemoResult:
 
 @dataclass(slots=True)
 class _Tracked:
-    """One accepted job and the times the demo saw it start and end."""
+    """One accepted job, and when it was submitted and when it ended."""
 
     priority: int
     job: ap.Job[float]
@@ -260,11 +260,17 @@ class _Run:
             f"pending {stats.pending:,}{note}[/dim]"
         )
 
-    def job_ended(self, tracked: _Tracked, _job: asyncio.Future[float]) -> None:
+    def job_ended(self, tracked: _Tracked, job: asyncio.Future[float]) -> None:
         """Done callback of every accepted job: times it, and resizes the pool on cue."""
         tracked.ended_at = time.perf_counter()
+        if not job.cancelled():
+            # Mark the error as seen: the collector awaits every job, but not the
+            # ones the pool drops when an interrupted demo closes it early.
+            job.exception()
         self.ended += 1
         jobs = self.options.jobs
+        if self.pool.closed:
+            return
         if not self.resized_up and self.ended >= jobs * _RESIZE_UP_AT:
             self.resize_up()
         elif not self.resized_down and self.ended >= max(jobs * _RESIZE_DOWN_AT, 2):

@@ -141,7 +141,7 @@ class Job(asyncio.Future[T]):
 
 
 class _Worker:
-    __slots__ = ("idle_since", "interrupt", "job", "retired", "task", "waiter")
+    __slots__ = ("idle_since", "interrupt", "job", "looking", "retired", "task", "waiter")
 
     def __init__(self) -> None:
         self.task: asyncio.Task[None] | None = None
@@ -150,6 +150,9 @@ class _Worker:
         self.waiter: asyncio.Future[bool] | None = None
         self.idle_since = 0.0
         self.retired = False
+        # Started or woken to take a job, and not yet running: counted in
+        # WorkerPool._looking so a burst does not start a worker per job.
+        self.looking = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +303,7 @@ class WorkerPool:
         # Idle workers, longest idle first: a new job wakes the most recently
         # idle one (warm, and lets the others expire), expiry takes the oldest.
         self._idle: deque[_Worker] = deque()
+        self._looking = 0
         self._idle_timer: Cancellable | None = None
         self._all_stopped = asyncio.Event()
         self._errors: list[Exception] = []
@@ -339,7 +343,7 @@ class WorkerPool:
             return
         while self._nworkers > value and self._idle:
             self._retire_idle(self._idle.popleft())
-        spare = min(self._queue._size, value - self._nworkers)
+        spare = min(self._queue._size - self._looking, value - self._nworkers)
         for _ in range(spare):
             self._spawn()
 
@@ -422,7 +426,7 @@ class WorkerPool:
             self._queue.close()
             # Idle workers wake, find the queue closed and empty, and leave.
             for worker in list(self._idle):
-                self._wake(worker, True)
+                self._wake_to_work(worker)
             self._idle.clear()
             self._check_stopped()
         if self._all_stopped.is_set():
@@ -558,10 +562,11 @@ class WorkerPool:
             raise self._refuse() from None
         self._submitted += 1
         # _dispatch, inlined.
-        if self._idle:
-            self._wake(self._idle.pop(), True)
-        elif self._nworkers < self._max_workers:
-            self._spawn()
+        if queue._size > self._looking:
+            if self._idle:
+                self._wake_to_work(self._idle.pop())
+            elif self._nworkers < self._max_workers:
+                self._spawn()
         return job
 
     def submit_nowait(
@@ -654,15 +659,22 @@ class WorkerPool:
     # -- dispatch -----------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        """A job was queued: wake the most recently idle worker, or start one."""
-        if self._idle:
-            self._wake(self._idle.pop(), True)
-        elif self._nworkers < self._max_workers:
-            self._spawn()
+        """A job was queued: unless enough workers are on their way, wake one or start one.
+
+        The most recently idle worker is woken (it is warm, and the others can
+        expire).
+        """
+        if self._queue._size > self._looking:
+            if self._idle:
+                self._wake_to_work(self._idle.pop())
+            elif self._nworkers < self._max_workers:
+                self._spawn()
 
     def _spawn(self) -> None:
         assert self._task_group is not None  # only called while running
         worker = _Worker()
+        worker.looking = True
+        self._looking += 1
         self._nworkers += 1
         self._workers.add(worker)
         worker.task = self._task_group.create_task(
@@ -674,6 +686,19 @@ class WorkerPool:
         waiter = worker.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(take_jobs)
+
+    def _wake_to_work(self, worker: _Worker) -> None:
+        waiter = worker.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+            worker.looking = True
+            self._looking += 1
+
+    def _arrived(self, worker: _Worker) -> None:
+        """The worker runs again: it no longer counts as on its way to a job."""
+        if worker.looking:
+            worker.looking = False
+            self._looking -= 1
 
     def _retire_idle(self, worker: _Worker) -> None:
         worker.retired = True
@@ -732,11 +757,13 @@ class WorkerPool:
                 # Already taken off the idle list: if that was to take a job,
                 # hand the job to another worker.
                 woken = waiter.done() and not waiter.cancelled() and waiter.result()
-                if woken and self._accepting and self._queue._size:
+                self._arrived(worker)
+                if woken and self._accepting:
                     self._dispatch()
             raise
         finally:
             worker.waiter = None
+            self._arrived(worker)
 
     # -- the worker ---------------------------------------------------------------
 
@@ -754,6 +781,7 @@ class WorkerPool:
         runs = self._run_samples
         task = worker.task
         assert task is not None  # set right after create_task, before the first step
+        self._arrived(worker)
         try:
             while True:
                 if self._nworkers > self._max_workers:
@@ -805,6 +833,7 @@ class WorkerPool:
         finally:
             if worker.job is not None:
                 raise InternalError(f"worker left {worker.job!r} unfinished")
+            self._arrived(worker)
             if not worker.retired:
                 worker.retired = True
                 self._nworkers -= 1
@@ -874,6 +903,10 @@ class WorkerPool:
                 priority=job.priority,
             )
         )
+        # A drop is the queue doing its job, and is counted; an awaiter still
+        # gets Dropped, but one nobody awaits is not logged as an unseen error
+        # (a shutdown or an overload would otherwise flood the log).
+        job.exception()
 
     def _on_job_error(self, job: Job[Any], exc: Exception) -> None:
         job.exception()  # the pool re-raises it on exit: do not also log it as unretrieved
