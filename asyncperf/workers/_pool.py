@@ -34,11 +34,11 @@ R = TypeVar("R")
 Ts = TypeVarTuple("Ts")
 
 _pool_ids = itertools.count(1)
-# Latency percentiles come from a ring of the last _SAMPLES timed jobs, one in
-# every _TIMED_MASK + 1 (powers of two: the indexes are masks).
+# Latency percentiles come from a ring of the last _SAMPLES timed jobs (a power
+# of two: the index is a mask); each worker times one job in _TIMED_EVERY.
 _SAMPLES = 1024
 _SAMPLE_MASK = _SAMPLES - 1
-_TIMED_MASK = 7
+_TIMED_EVERY = 8
 
 
 class ErrorPolicy(enum.StrEnum):
@@ -92,15 +92,16 @@ class Job(asyncio.Future[T]):
     _priority: int | None
     _timeout: float | None
     _pool: WorkerPool
-    # The worker running the job; None while it is queued and once it is done.
-    _worker: _Worker | None
+    # The worker that took the job; unset while it is queued (one store less
+    # per job on the submit path), so read it with getattr(job, "_worker", None).
+    _worker: _Worker
 
     @property
     def state(self) -> JobState:
         """``queued``, ``running`` or ``done``."""
         if self.done():
             return JobState.DONE
-        return JobState.QUEUED if self._worker is None else JobState.RUNNING
+        return JobState.QUEUED if getattr(self, "_worker", None) is None else JobState.RUNNING
 
     @property
     def priority(self) -> int:
@@ -317,7 +318,6 @@ class WorkerPool:
         self._dropped = 0
         # Wait and run times of the last _SAMPLES jobs, written in place by the workers.
         self._samples = 0
-        self._ticks = 0
         self._wait_samples = [0.0] * _SAMPLES
         self._run_samples = [0.0] * _SAMPLES
 
@@ -510,7 +510,6 @@ class WorkerPool:
         job._priority = priority
         job._timeout = timeout
         job._pool = self
-        job._worker = None
         return job
 
     async def submit(
@@ -550,7 +549,6 @@ class WorkerPool:
         job._priority = priority
         job._timeout = timeout
         job._pool = self
-        job._worker = None
         queue = self._queue
         try:
             if not queue.offer(job, priority):
@@ -561,12 +559,12 @@ class WorkerPool:
         except QueueClosed:
             raise self._refuse() from None
         self._submitted += 1
-        # _dispatch, inlined.
-        if queue._size > self._looking:
-            if self._idle:
+        # _dispatch, inlined; under load (no idle worker, all started) it is two tests.
+        if self._idle:
+            if queue._size > self._looking:
                 self._wake_to_work(self._idle.pop())
-            elif self._nworkers < self._max_workers:
-                self._spawn()
+        elif self._nworkers < self._max_workers and queue._size > self._looking:
+            self._spawn()
         return job
 
     def submit_nowait(
@@ -664,11 +662,11 @@ class WorkerPool:
         The most recently idle worker is woken (it is warm, and the others can
         expire).
         """
-        if self._queue._size > self._looking:
-            if self._idle:
+        if self._idle:
+            if self._queue._size > self._looking:
                 self._wake_to_work(self._idle.pop())
-            elif self._nworkers < self._max_workers:
-                self._spawn()
+        elif self._nworkers < self._max_workers and self._queue._size > self._looking:
+            self._spawn()
 
     def _spawn(self) -> None:
         assert self._task_group is not None  # only called while running
@@ -782,6 +780,8 @@ class WorkerPool:
         task = worker.task
         assert task is not None  # set right after create_task, before the first step
         self._arrived(worker)
+        countdown = _TIMED_EVERY
+        started = wait = 0.0
         try:
             while True:
                 if self._nworkers > self._max_workers:
@@ -797,10 +797,10 @@ class WorkerPool:
                 job = get_job()
                 # Time one job in 8: percentiles need samples, not every job,
                 # and reading the clock is a large share of the per-job cost.
-                tick = self._ticks = self._ticks + 1
-                timed = not tick & _TIMED_MASK
-                started = wait = 0.0
+                countdown -= 1
+                timed = not countdown
                 if timed:
+                    countdown = _TIMED_EVERY
                     started = now()
                     wait = started - queue._last_enqueued_at
                 job._worker = worker
@@ -879,7 +879,7 @@ class WorkerPool:
             worker.task.cancel(msg=f"{self.name}: job timed out")
 
     def _cancel_job(self, job: Job[Any], msg: Any | None) -> bool:
-        worker = job._worker
+        worker: _Worker | None = getattr(job, "_worker", None)
         if worker is None:
             if not self._queue.remove(job, job._priority):
                 raise InternalError(f"{job!r} was queued but not found in the queue")
