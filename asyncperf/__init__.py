@@ -29,6 +29,7 @@ from asyncperf._errors import (
 from asyncperf.loop import SystemClock, available_loops, loop_name, new_event_loop, run
 from asyncperf.queues import (
     DEFAULT_LEVELS,
+    CoDel,
     DropStrategy,
     Level,
     LevelStatistics,
@@ -43,6 +44,7 @@ __all__ = [
     "DEFAULT_LEVELS",
     "AsyncPerfError",
     "ClosedError",
+    "CoDel",
     "DropReason",
     "DropStrategy",
     "Dropped",

@@ -50,6 +50,10 @@ class DropReason(enum.StrEnum):
     EVICTED = "evicted"
     #: The queue or pool was closed (or a fail-fast error stopped it) before the item ran.
     SHUTDOWN = "shutdown"
+    #: The item's own deadline passed while it was queued: its caller has given up.
+    DEADLINE = "deadline"
+    #: CoDel shed it: it sat in a standing queue longer than the sojourn limit.
+    CODEL = "codel"
 
 
 class AsyncPerfError(Exception):

@@ -496,6 +496,55 @@ async def test_timeout_clock_starts_when_the_job_starts(clock: VirtualClock) -> 
         assert await second == "ok"
 
 
+@pytest.mark.virtual_time
+async def test_deadline_drops_a_job_still_queued(clock: VirtualClock) -> None:
+    """A job not started by its deadline fails with Dropped (deadline) at that moment."""
+    async with ap.WorkerPool(1, clock=clock) as pool:
+        _ = await pool.submit(asyncio.sleep, 10.0)
+        start = clock.now()
+        late = await pool.submit(echo, "late", deadline=2.0)
+        in_time = await pool.submit(echo, "in time", deadline=20.0)
+        with pytest.raises(ap.Dropped, match="deadline") as info:
+            await late
+        assert info.value.reason is ap.DropReason.DEADLINE
+        assert clock.now() - start == pytest.approx(2.0, abs=0.011)
+        assert await in_time == "in time"
+        with pytest.raises(ValueError, match=r"^deadline must be > 0 and finite, not 0$"):
+            _ = await pool.submit(echo, 1, deadline=0)
+    stats = pool.statistics()
+    assert (stats.dropped, stats.completed) == (1, 2)
+    assert pool.queue.statistics().level(1).drops == {ap.DropReason.DEADLINE: 1}
+
+
+@pytest.mark.virtual_time
+async def test_codel_pool_sheds_a_standing_queue(clock: VirtualClock) -> None:
+    """A pool on a CoDel queue under overload sheds old jobs and serves the newest first."""
+    queue: ap.PriorityQueue[ap.Job[Any]] = ap.PriorityQueue(
+        [ap.Level(0, max_size=10_000)], codel=ap.CoDel(target=0.01, interval=0.1), clock=clock
+    )
+    served: list[int] = []
+
+    async def work(i: int) -> None:
+        await asyncio.sleep(0.01)
+        served.append(i)
+
+    async with ap.WorkerPool(2, queue=queue, clock=clock) as pool:
+        jobs = []
+        for i in range(600):  # 1,000 jobs/s offered to a pool that serves 200/s
+            jobs.append(await pool.submit(work, i))
+            await clock.sleep(0.001)
+        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+    shed = [o for o in outcomes if isinstance(o, ap.Dropped)]
+    assert shed
+    assert all(o.reason is ap.DropReason.CODEL for o in shed)
+    assert len(shed) + len(served) == 600
+    # Adaptive LIFO: under the standing queue the newest jobs were served.
+    assert max(served) >= 590
+    stats = pool.statistics()
+    assert stats.dropped == len(shed)
+    assert stats.wait_p99 <= 0.1 + 0.011
+
+
 # -- error policies ----------------------------------------------------------------------
 
 

@@ -1,5 +1,6 @@
 """Layer 1: queues and backpressure, usable on their own."""
 
+from asyncperf.queues._codel import CoDel
 from asyncperf.queues._priority import (
     DEFAULT_LEVELS,
     DropStrategy,
@@ -11,6 +12,7 @@ from asyncperf.queues._priority import (
 
 __all__ = [
     "DEFAULT_LEVELS",
+    "CoDel",
     "DropStrategy",
     "Level",
     "LevelStatistics",

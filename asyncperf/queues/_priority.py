@@ -1,17 +1,19 @@
-"""PriorityQueue: bounded levels, drop strategies and weighted fair dequeue."""
+"""PriorityQueue: bounded levels, drop strategies, weighted fair dequeue, and shedding."""
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from asyncperf._errors import DropReason, QueueClosed, QueueEmpty, QueueFull, Rejected
-from asyncperf.abc import Clock
+from asyncperf.abc import Cancellable, Clock
 from asyncperf.loop import SystemClock
+from asyncperf.queues._codel import CoDel
 
 __all__ = [
     "DEFAULT_LEVELS",
@@ -24,6 +26,11 @@ __all__ = [
 
 T = TypeVar("T")
 DropListener = Callable[[T, DropReason], None]
+
+# Sweeps for expired deadlines run at most this often (seconds): callers hear
+# of a passed deadline within this long, and a long queue is scanned at most
+# this often.
+_DEADLINE_SWEEP_GAP = 0.01
 
 
 class DropStrategy(enum.Enum):
@@ -89,11 +96,14 @@ class LevelStatistics:
     """A snapshot of one level.
 
     ``enqueued == dequeued + dropped + removed + depth`` always holds;
-    ``rejected`` items were never enqueued.
+    ``rejected`` items were never enqueued. ``drops`` splits ``dropped`` by
+    reason. ``bound`` is the bound in force: ``max_size`` unless
+    :meth:`PriorityQueue.adjust` has tightened it.
     """
 
     priority: int
     max_size: int
+    bound: int
     strategy: DropStrategy
     weight: int
     depth: int
@@ -102,19 +112,27 @@ class LevelStatistics:
     dropped: int
     rejected: int
     removed: int
+    drops: dict[DropReason, int]
     oldest_age: float
     waiting_putters: int
 
 
 @dataclass(frozen=True, slots=True)
 class QueueStatistics:
-    """A snapshot of a whole :class:`PriorityQueue`."""
+    """A snapshot of a whole :class:`PriorityQueue`.
+
+    ``load`` is the last value given to :meth:`PriorityQueue.adjust`;
+    ``standing`` says whether CoDel sees a standing queue (not empty for a
+    whole interval), in which case it sheds and serves newest first.
+    """
 
     levels: tuple[LevelStatistics, ...]
     depth: int
     waiting_getters: int
     waiting_putters: int
     closed: bool
+    load: float
+    standing: bool
 
     def level(self, priority: int) -> LevelStatistics:
         """The statistics of the level ``priority``.
@@ -132,11 +150,13 @@ class _LevelState(Generic[T]):
     """The mutable side of a level. Hot-path object: slots, plain attributes."""
 
     __slots__ = (
-        "dropped",
+        "drops",
         "enqueued",
+        "expiries",
         "items",
         "level",
         "limit",
+        "max_size",
         "priority",
         "putters",
         "rejected",
@@ -149,6 +169,8 @@ class _LevelState(Generic[T]):
     def __init__(self, level: Level) -> None:
         self.level = level
         self.priority = level.priority
+        self.max_size = level.max_size
+        # The bound in force; adjust() moves it between a floor and max_size.
         self.limit = level.max_size
         self.strategy = level.strategy
         self.weight = level.weight
@@ -156,11 +178,23 @@ class _LevelState(Generic[T]):
         # Enqueue times, parallel to ``items``: the age of the oldest item and
         # each item's time in the queue come from here.
         self.times: deque[float] = deque()
+        # Absolute deadlines, parallel to ``items`` (None for items without
+        # one); created when the level gets its first item with a deadline,
+        # so queues that never use deadlines pay nothing for them.
+        self.expiries: deque[float | None] | None = None
         self.putters: deque[asyncio.Future[None]] = deque()
         self.enqueued = 0
-        self.dropped = 0
         self.rejected = 0
         self.removed = 0
+        self.drops: dict[DropReason, int] = {}
+
+    def pop_left(self) -> tuple[T, float, float | None]:
+        expiry = self.expiries.popleft() if self.expiries is not None else None
+        return self.items.popleft(), self.times.popleft(), expiry
+
+    def pop_right(self) -> tuple[T, float, float | None]:
+        expiry = self.expiries.pop() if self.expiries is not None else None
+        return self.items.pop(), self.times.pop(), expiry
 
 
 def _wake_one(waiters: deque[asyncio.Future[None]]) -> None:
@@ -172,13 +206,26 @@ def _wake_one(waiters: deque[asyncio.Future[None]]) -> None:
 
 
 class PriorityQueue(Generic[T]):
-    """A bounded multi-level queue with drop strategies and weighted fair dequeue.
+    """A bounded multi-level queue with drop strategies, weighted fair dequeue and shedding.
 
     Each :class:`Level` has its own bound and :class:`DropStrategy`. ``get``
     serves the levels by deficit round robin over their weights, so important
     levels get most of the service and no level with items starves. Every item
     that is refused or dropped is counted per level and reported to ``on_drop``
     (the pool turns that into :class:`~asyncperf.Dropped` for the job's caller).
+
+    Under overload the queue sheds early instead of serving late:
+
+    - an item put with ``deadline=`` is dropped (:attr:`DropReason.DEADLINE`)
+      if it is still queued when its deadline passes: its caller has given up;
+    - with ``codel=`` (see :class:`CoDel`), a queue that stays non-empty for a
+      whole interval drops items that have waited past the sojourn limit
+      (:attr:`DropReason.CODEL`) and serves the newest first;
+    - :meth:`adjust` tightens the bounds of the lower levels first as the
+      load rises, and relaxes them as it falls.
+
+    Expired items are dropped when a get reaches them and by a sweep timer,
+    so their callers hear of it promptly even while nothing is dequeued.
 
     ``put_nowait`` and ``get_nowait`` never yield to the loop; ``put`` and
     ``get`` wait only when they must (a full BLOCK level, an empty queue), and
@@ -191,12 +238,18 @@ class PriorityQueue(Generic[T]):
             middle level (priority 1 of the default levels).
         on_drop: called as ``on_drop(item, reason)`` for every item refused or
             dropped; an exception it raises goes to the loop's exception handler.
-        clock: the time source for item ages (default :class:`~asyncperf.SystemClock`).
+        codel: CoDel shedding and adaptive LIFO; off by default.
+        shrink_to: the fraction of ``max_size`` :meth:`adjust` may shrink a
+            level's bound to (never below one item).
+        full_load: the load at which :meth:`adjust` has shrunk every level to
+            ``shrink_to``.
+        clock: the time source for ages, deadlines and CoDel (default
+            :class:`~asyncperf.SystemClock`).
 
     Raises:
-        ValueError: no levels, two levels with one priority, or an unknown
-            ``default_priority``.
-        TypeError: a level is not a :class:`Level`.
+        ValueError: no levels, two levels with one priority, an unknown
+            ``default_priority``, or ``shrink_to``/``full_load`` out of range.
+        TypeError: a level is not a :class:`Level`, or ``codel`` not a :class:`CoDel`.
     """
 
     def __init__(
@@ -205,6 +258,9 @@ class PriorityQueue(Generic[T]):
         *,
         default_priority: int | None = None,
         on_drop: DropListener[T] | None = None,
+        codel: CoDel | None = None,
+        shrink_to: float = 0.1,
+        full_load: float = 3.0,
         clock: Clock | None = None,
     ) -> None:
         level_list = list(DEFAULT_LEVELS if levels is None else levels)
@@ -217,6 +273,12 @@ class PriorityQueue(Generic[T]):
         priorities = [level.priority for level in level_list]
         if len(set(priorities)) != len(priorities):
             raise ValueError(f"levels must have distinct priorities, got {priorities}")
+        if codel is not None and not isinstance(codel, CoDel):
+            raise TypeError(f"codel must be a CoDel, not {type(codel).__name__}")
+        if not 0 < shrink_to <= 1:
+            raise ValueError("shrink_to must be > 0 and <= 1")
+        if not 1 < full_load < math.inf:
+            raise ValueError("full_load must be > 1 and finite")
         self._levels: list[_LevelState[T]] = [_LevelState(level) for level in level_list]
         self._by_priority = {state.priority: state for state in self._levels}
         if default_priority is None:
@@ -239,6 +301,20 @@ class PriorityQueue(Generic[T]):
         self._deficit = 0
         #: Enqueue time of the item the last get_nowait() returned (read by the pool).
         self._last_enqueued_at = 0.0
+        # When the queue last went from empty to non-empty: CoDel's standing-queue test.
+        self._nonempty_since = 0.0
+        self._codel = codel
+        # True once gets must check ages or deadlines (CoDel on, or a deadline
+        # seen): the plain get path stays free of clock reads until then.
+        self._policing = codel is not None
+        self._sweep_handle: Cancellable | None = None
+        self._sweep_at = math.inf
+        # No queued deadline is earlier than this (it may be stale-early: the
+        # item may have left); a sweep scans for expired items only after it.
+        self._earliest_expiry = math.inf
+        self._shrink_to = shrink_to
+        self._full_load = full_load
+        self._load = 1.0
 
     # -- inspection ---------------------------------------------------------------
 
@@ -255,6 +331,10 @@ class PriorityQueue(Generic[T]):
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def codel(self) -> CoDel | None:
+        return self._codel
+
     def qsize(self) -> int:
         """Items queued over all levels."""
         return self._size
@@ -270,21 +350,27 @@ class PriorityQueue(Generic[T]):
         state = self._level(priority)
         return len(state.items) >= state.limit
 
+    def _standing(self, now: float) -> bool:
+        codel = self._codel
+        return codel is not None and self._size > 0 and now - self._nonempty_since > codel.interval
+
     def statistics(self) -> QueueStatistics:
         """A frozen snapshot of the queue and each level."""
         now = self._now()
         levels = tuple(
             LevelStatistics(
                 priority=s.priority,
-                max_size=s.limit,
+                max_size=s.max_size,
+                bound=s.limit,
                 strategy=s.strategy,
                 weight=s.weight,
                 depth=len(s.items),
                 enqueued=s.enqueued,
-                dequeued=s.enqueued - s.dropped - s.removed - len(s.items),
-                dropped=s.dropped,
+                dequeued=s.enqueued - sum(s.drops.values()) - s.removed - len(s.items),
+                dropped=sum(s.drops.values()),
                 rejected=s.rejected,
                 removed=s.removed,
+                drops=dict(s.drops),
                 oldest_age=(now - s.times[0]) if s.times else 0.0,
                 waiting_putters=sum(1 for f in s.putters if not f.done()),
             )
@@ -296,6 +382,8 @@ class PriorityQueue(Generic[T]):
             waiting_getters=sum(1 for f in self._getters if not f.done()),
             waiting_putters=sum(level.waiting_putters for level in levels),
             closed=self._closed,
+            load=self._load,
+            standing=self._standing(now),
         )
 
     def __repr__(self) -> str:
@@ -312,27 +400,41 @@ class PriorityQueue(Generic[T]):
             raise ValueError(f"priority must be one of {list(self._by_priority)}, not {priority!r}")
         return state
 
-    def put_nowait(self, item: T, priority: int | None = None) -> None:
+    def put_nowait(
+        self, item: T, priority: int | None = None, *, deadline: float | None = None
+    ) -> None:
         """Queue ``item`` at once, applying the level's strategy if it is full.
 
+        Args:
+            item: what to queue.
+            priority: its level; default the queue's default level.
+            deadline: seconds from now by which the item must have been taken;
+                if it is still queued then, it is dropped and reported
+                (:attr:`DropReason.DEADLINE`).
+
         Raises:
-            ValueError: ``priority`` names no level.
+            ValueError: ``priority`` names no level, or ``deadline`` is not positive.
             QueueClosed: the queue is closed.
             QueueFull: the level is full and its strategy is BLOCK.
             Rejected: the level is full and its strategy is REJECT.
         """
-        if not self.offer(item, priority):
+        # A keyword argument costs a little on every call: pass it only when set.
+        if not (
+            self.offer(item, priority)
+            if deadline is None
+            else self.offer(item, priority, deadline=deadline)
+        ):
             state = self._level(priority)
             raise QueueFull(f"level {state.priority} is full ({state.limit} items)")
 
-    def offer(self, item: T, priority: int | None = None) -> bool:
+    def offer(self, item: T, priority: int | None = None, *, deadline: float | None = None) -> bool:
         """Queue ``item`` if it can be done without waiting; False if its BLOCK level is full.
 
         The form of :meth:`put_nowait` for hot paths that expect a full queue:
         no exception is built when it is full.
 
         Raises:
-            ValueError: ``priority`` names no level.
+            ValueError: ``priority`` names no level, or ``deadline`` is not positive.
             QueueClosed: the queue is closed.
             Rejected: the level is full and its strategy is REJECT.
         """
@@ -344,13 +446,36 @@ class PriorityQueue(Generic[T]):
             if state.strategy is DropStrategy.BLOCK:
                 return False
             self._overflow(state, item)
+        now = self._now()
+        if deadline is not None or state.expiries is not None:
+            self._add_expiry(state, now, deadline)
         items.append(item)
-        state.times.append(self._now())
+        state.times.append(now)
         state.enqueued += 1
+        if self._codel is not None and not self._size:
+            self._nonempty_since = now
+            self._arm_sweep(now + self._codel.interval)
         self._size += 1
         if self._getters:
             _wake_one(self._getters)
         return True
+
+    def _add_expiry(self, state: _LevelState[T], now: float, deadline: float | None) -> None:
+        """Record the deadline of the item about to be appended to ``state``."""
+        expiry = None
+        if deadline is not None:
+            if isinstance(deadline, bool) or not isinstance(deadline, int | float):
+                raise TypeError(f"deadline must be a number, not {type(deadline).__name__}")
+            if not deadline > 0:
+                raise ValueError(f"deadline must be > 0, not {deadline!r}")
+            expiry = now + deadline
+            self._policing = True
+            if expiry < self._earliest_expiry:
+                self._earliest_expiry = expiry
+            self._arm_sweep(expiry)
+        if state.expiries is None:
+            state.expiries = deque([None] * len(state.items))
+        state.expiries.append(expiry)
 
     def _overflow(self, state: _LevelState[T], item: T) -> None:
         """Make room in a full non-BLOCK level or refuse ``item``; returns only with room."""
@@ -363,15 +488,16 @@ class PriorityQueue(Generic[T]):
                 reason=DropReason.REJECTED,
                 priority=state.priority,
             )
-        if strategy is DropStrategy.DROP_OLDEST:
-            victim = state.items.popleft()
-            state.times.popleft()
-        else:
-            victim = state.items.pop()
-            state.times.pop()
-        state.dropped += 1
+        victim = (state.pop_left() if strategy is DropStrategy.DROP_OLDEST else state.pop_right())[
+            0
+        ]
         self._size -= 1
-        self._report_drop(victim, DropReason.EVICTED)
+        self._count_drop(state, victim, DropReason.EVICTED)
+
+    def _count_drop(self, state: _LevelState[T], item: T, reason: DropReason) -> None:
+        """Count and report an item already taken out of ``state``."""
+        state.drops[reason] = state.drops.get(reason, 0) + 1
+        self._report_drop(item, reason)
 
     def _report_drop(self, item: T, reason: DropReason) -> None:
         for listener in self._drop_listeners:
@@ -387,14 +513,17 @@ class PriorityQueue(Generic[T]):
                     }
                 )
 
-    async def put(self, item: T, priority: int | None = None) -> None:
+    async def put(
+        self, item: T, priority: int | None = None, *, deadline: float | None = None
+    ) -> None:
         """Queue ``item``, waiting for room if its level is full and BLOCKs.
 
         Levels with another strategy never wait (see :meth:`put_nowait`).
-        Cancellation-safe: a cancelled ``put`` has queued nothing.
+        Cancellation-safe: a cancelled ``put`` has queued nothing. The
+        ``deadline`` counts from when the item is queued, not from the call.
 
         Raises:
-            ValueError: ``priority`` names no level.
+            ValueError: ``priority`` names no level, or ``deadline`` is not positive.
             QueueClosed: the queue is (or becomes, while waiting) closed.
             Rejected: the level is full and its strategy is REJECT.
         """
@@ -418,7 +547,7 @@ class PriorityQueue(Generic[T]):
                     # We were woken but will not use the room: pass the wake-up on.
                     _wake_one(state.putters)
                 raise
-        self.put_nowait(item, state.priority)
+        self.put_nowait(item, state.priority, deadline=deadline)
 
     # -- getting ------------------------------------------------------------------
 
@@ -426,10 +555,13 @@ class PriorityQueue(Generic[T]):
         """Take the next item by weighted round robin over the levels.
 
         Raises:
-            QueueEmpty: no item is queued.
+            QueueEmpty: no item is queued (or every queued item had expired
+                and was dropped).
         """
         if not self._size:
             raise QueueEmpty("the queue is empty")
+        if self._policing:
+            return self._get_policed()
         state = self._levels[self._current]
         items = state.items
         if items and self._deficit > 0:
@@ -448,6 +580,56 @@ class PriorityQueue(Generic[T]):
         if state.putters:
             _wake_one(state.putters)
         return items.popleft()
+
+    def _choose(self) -> _LevelState[T]:
+        """The level whose turn it is (the same choice as the fast path of get_nowait)."""
+        state = self._levels[self._current]
+        if state.items and self._deficit > 0:
+            self._deficit -= 1
+        elif state.items and len(state.items) == self._size:
+            self._deficit = state.weight - 1
+        else:
+            state = self._next_turn()
+        return state
+
+    def _get_policed(self) -> T:
+        """get_nowait when ages or deadlines matter: shed what expired, then serve."""
+        now = self._now()
+        lifo = False
+        codel = self._codel
+        if codel is not None and self._standing(now):
+            lifo = codel.adaptive_lifo
+            self._shed_old(now - 2 * codel.target)
+        elif codel is not None:
+            self._shed_old(now - codel.interval)
+        while self._size:
+            state = self._choose()
+            item, enqueued_at, expiry = state.pop_right() if lifo else state.pop_left()
+            self._size -= 1
+            if state.putters:
+                _wake_one(state.putters)
+            if expiry is not None and expiry <= now:
+                self._count_drop(state, item, DropReason.DEADLINE)
+                continue
+            self._last_enqueued_at = enqueued_at
+            if not self._size:
+                self._current = len(self._levels) - 1
+                self._deficit = 0
+            return item
+        self._current = len(self._levels) - 1
+        self._deficit = 0
+        raise QueueEmpty("every queued item had expired")
+
+    def _shed_old(self, cutoff: float) -> None:
+        """CoDel: drop the items of every level enqueued before ``cutoff``."""
+        for state in self._levels:
+            times = state.times
+            while times and times[0] < cutoff:
+                item = state.pop_left()[0]
+                self._size -= 1
+                self._count_drop(state, item, DropReason.CODEL)
+                if state.putters:
+                    _wake_one(state.putters)
 
     def _next_turn(self) -> _LevelState[T]:
         """Pass the turn to the next level with items, which may give `weight` items in a row."""
@@ -472,24 +654,127 @@ class PriorityQueue(Generic[T]):
         Raises:
             QueueClosed: the queue is closed and empty.
         """
-        while not self._size:
-            if self._closed:
-                raise QueueClosed("the queue is closed and empty")
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._getters.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                waiter.cancel()
+        while True:
+            while not self._size:
+                if self._closed:
+                    raise QueueClosed("the queue is closed and empty")
+                waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._getters.append(waiter)
                 try:
-                    self._getters.remove(waiter)
-                except ValueError:
-                    pass
-                # qsize(), not _size: the loop condition would narrow _size to 0.
-                if self.qsize() and not waiter.cancelled():
-                    _wake_one(self._getters)
-                raise
-        return self.get_nowait()
+                    await waiter
+                except BaseException:
+                    waiter.cancel()
+                    try:
+                        self._getters.remove(waiter)
+                    except ValueError:
+                        pass
+                    # qsize(), not _size: the loop condition would narrow _size to 0.
+                    if self.qsize() and not waiter.cancelled():
+                        _wake_one(self._getters)
+                    raise
+            try:
+                return self.get_nowait()
+            except QueueEmpty:
+                continue  # everything left had expired: wait for the next item
+
+    # -- expiry sweeps ------------------------------------------------------------
+
+    def _arm_sweep(self, when: float) -> None:
+        """Make sure a sweep runs at ``when`` at the latest (needs a running loop)."""
+        if when >= self._sweep_at:
+            return
+        try:
+            handle = self._clock.call_later(max(when - self._now(), 0.0), self._sweep)
+        except RuntimeError:
+            return  # no running loop: expired items are still dropped when reached
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+        self._sweep_handle = handle
+        self._sweep_at = when
+
+    def _sweep(self) -> None:
+        """Drop what has expired although no get reached it, then re-arm for what is next.
+
+        Deadlines are looked for only once the earliest one has passed, and a
+        level is rebuilt in one pass, so a mass expiry costs O(n), not O(n²);
+        passes are at least ``_DEADLINE_SWEEP_GAP`` apart. CoDel's shedding of
+        old items repeats every quarter interval while the queue is not empty,
+        so callers hear of it even when every worker is busy.
+        """
+        self._sweep_handle = None
+        self._sweep_at = math.inf
+        now = self._now()
+        codel = self._codel
+        if codel is not None and self._size:
+            limit = 2 * codel.target if self._standing(now) else codel.interval
+            self._shed_old(now - limit)
+        if now >= self._earliest_expiry:
+            self._earliest_expiry = self._drop_expired(now)
+        upcoming = self._earliest_expiry
+        if upcoming < math.inf:
+            upcoming = max(upcoming, now + _DEADLINE_SWEEP_GAP)
+        if codel is not None and self._size:
+            upcoming = min(upcoming, now + codel.interval / 4)
+        if upcoming < math.inf:
+            self._arm_sweep(upcoming)
+
+    def _drop_expired(self, now: float) -> float:
+        """Drop every queued item whose deadline has passed; returns the earliest one left."""
+        earliest = math.inf
+        for state in self._levels:
+            expiries = state.expiries
+            if expiries is None:
+                continue
+            kept_items: deque[T] = deque()
+            kept_times: deque[float] = deque()
+            kept_expiries: deque[float | None] = deque()
+            for item, enqueued_at, expiry in zip(state.items, state.times, expiries, strict=True):
+                if expiry is not None:
+                    if expiry <= now:
+                        self._size -= 1
+                        self._count_drop(state, item, DropReason.DEADLINE)
+                        continue
+                    earliest = min(earliest, expiry)
+                kept_items.append(item)
+                kept_times.append(enqueued_at)
+                kept_expiries.append(expiry)
+            if len(kept_items) != len(state.items):
+                state.items, state.times, state.expiries = kept_items, kept_times, kept_expiries
+                while state.putters and len(state.items) < state.limit:
+                    _wake_one(state.putters)
+        return earliest
+
+    # -- load ---------------------------------------------------------------------
+
+    def adjust(self, load: float) -> None:
+        """Tighten the lower levels' bounds as ``load`` rises above 1; relax them as it falls.
+
+        ``load`` is offered work over capacity (1.0 = just saturated). Between
+        1 and ``full_load`` the levels shrink in turn, least important first,
+        each down to ``shrink_to`` of its ``max_size``; the most important
+        level shrinks last. At 1 or below every level has its ``max_size``.
+        The bounds depend only on ``load`` (calling it twice changes nothing),
+        queued items are never dropped by it (a shrunk level just refuses or
+        blocks new ones until it drains), and the bound in force shows in
+        ``statistics()`` as ``bound``.
+
+        Raises:
+            ValueError: ``load`` is negative or not finite.
+        """
+        if isinstance(load, bool) or not isinstance(load, int | float):
+            raise TypeError(f"load must be a number, not {type(load).__name__}")
+        if not 0 <= load < math.inf:
+            raise ValueError(f"load must be >= 0 and finite, not {load!r}")
+        self._load = float(load)
+        pressure = min(max((load - 1) / (self._full_load - 1), 0.0), 1.0)
+        count = len(self._levels)
+        # Rank 0 is the least important level: it takes the first share of the pressure.
+        for rank, state in enumerate(reversed(self._levels)):
+            share = min(max(pressure * count - rank, 0.0), 1.0)
+            bound = round(state.max_size * (1 - share * (1 - self._shrink_to)))
+            state.limit = max(1, min(state.max_size, bound))
+            while state.putters and len(state.items) < state.limit:
+                _wake_one(state.putters)
 
     # -- removal and shutdown -----------------------------------------------------
 
@@ -509,6 +794,8 @@ class PriorityQueue(Generic[T]):
             return False
         del state.items[index]
         del state.times[index]
+        if state.expiries is not None:
+            del state.expiries[index]
         state.removed += 1
         self._size -= 1
         if state.putters:
@@ -520,14 +807,16 @@ class PriorityQueue(Generic[T]):
         dropped = 0
         for state in self._levels:
             while state.items:
-                item = state.items.popleft()
-                state.times.popleft()
-                state.dropped += 1
+                item = state.pop_left()[0]
                 self._size -= 1
                 dropped += 1
-                self._report_drop(item, reason)
+                self._count_drop(state, item, reason)
             while state.putters:
                 _wake_one(state.putters)
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
+            self._sweep_at = math.inf
         return dropped
 
     def close(self) -> None:

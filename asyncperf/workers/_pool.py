@@ -19,6 +19,7 @@ from asyncperf._errors import (
     JobTimeout,
     PoolClosed,
     QueueClosed,
+    QueueEmpty,
     QueueFull,
     Rejected,
 )
@@ -519,6 +520,7 @@ class WorkerPool:
         *args: *Ts,
         priority: int | None = None,
         timeout: float | None = None,
+        deadline: float | None = None,
     ) -> Job[R]:
         """Queue ``fn(*args)`` as a job, waiting for room if its level is full.
 
@@ -528,6 +530,9 @@ class WorkerPool:
             priority: the queue level; default the queue's default level.
             timeout: seconds the job may run once started; it is then cancelled
                 and raises :class:`~asyncperf.JobTimeout`.
+            deadline: seconds from now by which a worker must have started the
+                job; a job still queued then is dropped and raises
+                :class:`~asyncperf.Dropped` (reason ``deadline``) at once.
 
         Returns:
             The job's handle; ``await`` it for the result.
@@ -542,6 +547,8 @@ class WorkerPool:
             raise self._refuse()
         if timeout is not None:
             _check_positive("timeout", timeout)
+        if deadline is not None:
+            _check_positive("deadline", deadline)
         # _new_job, inlined: this is the per-job path.
         job: Job[R] = Job()
         job._fn = fn
@@ -551,8 +558,11 @@ class WorkerPool:
         job._pool = self
         queue = self._queue
         try:
-            if not queue.offer(job, priority):
-                await queue.put(job, priority)
+            if deadline is None:
+                if not queue.offer(job, priority):
+                    await queue.put(job, priority)
+            elif not queue.offer(job, priority, deadline=deadline):
+                await queue.put(job, priority, deadline=deadline)
         except Rejected:
             self._rejected += 1
             raise
@@ -574,6 +584,7 @@ class WorkerPool:
         *args: *Ts,
         priority: int | None = None,
         timeout: float | None = None,
+        deadline: float | None = None,
     ) -> Job[R]:
         """Queue ``fn(*args)`` as a job if its level has room now (see :meth:`submit`).
 
@@ -589,9 +600,11 @@ class WorkerPool:
             raise self._refuse()
         if timeout is not None:
             _check_positive("timeout", timeout)
+        if deadline is not None:
+            _check_positive("deadline", deadline)
         job = self._new_job(fn, args, priority, timeout)
         try:
-            self._queue.put_nowait(job, priority)
+            self._queue.put_nowait(job, priority, deadline=deadline)
         except (QueueFull, Rejected):
             self._rejected += 1
             raise
@@ -606,6 +619,7 @@ class WorkerPool:
         *args: *Ts,
         priority: int | None = None,
         timeout: float | None = None,
+        deadline: float | None = None,
     ) -> R:
         """Submit ``fn(*args)`` and wait for its result: a bounded ``await fn(*args)``.
 
@@ -613,11 +627,12 @@ class WorkerPool:
 
         Raises:
             JobTimeout: the job ran longer than ``timeout``.
-            Dropped: the job was dropped from the queue before it ran.
+            Dropped: the job was dropped from the queue before it ran (its
+                deadline passed, CoDel shed it, or a newer job evicted it).
             Exception: whatever ``fn`` raised.
             PoolClosed, Rejected, ValueError, RuntimeError: as :meth:`submit`.
         """
-        job = await self.submit(fn, *args, priority=priority, timeout=timeout)
+        job = await self.submit(fn, *args, priority=priority, timeout=timeout, deadline=deadline)
         return await job
 
     def map(
@@ -794,7 +809,10 @@ class WorkerPool:
                     if not await self._wait_for_job(worker):
                         return
                     continue
-                job = get_job()
+                try:
+                    job = get_job()
+                except QueueEmpty:
+                    continue  # what was queued had expired and was dropped
                 # Time one job in 8: percentiles need samples, not every job,
                 # and reading the clock is a large share of the per-job cost.
                 countdown -= 1
