@@ -54,6 +54,9 @@ class DropReason(enum.StrEnum):
     DEADLINE = "deadline"
     #: CoDel shed it: it sat in a standing queue longer than the sojourn limit.
     CODEL = "codel"
+    #: The queue was full as a whole, and a more important item (or one of a
+    #: level below its guaranteed share) took its place.
+    SHED = "shed"
 
 
 class AsyncPerfError(Exception):

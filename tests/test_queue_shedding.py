@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import asyncperf as ap
-from asyncperf.testing import VirtualClock, VirtualEventLoop, current_virtual_clock
+from asyncperf.testing import VirtualClock, VirtualEventLoop, current_virtual_clock, wait_until
 
 Drops = list[tuple[Any, ap.DropReason]]
 
@@ -261,6 +261,101 @@ def test_adjust_validation() -> None:
         ap.PriorityQueue(full_load=1)
 
 
+# -- priority shedding with a total bound ---------------------------------------------------
+
+
+def shared_queue(drops: Drops, **kwargs: Any) -> ap.PriorityQueue[Any]:
+    levels = kwargs.pop(
+        "levels",
+        [ap.Level(p, max_size=100, share=0.2) for p in (0, 1, 2)],
+    )
+    return ap.PriorityQueue(
+        levels, max_total=10, on_drop=lambda i, r: drops.append((i, r)), **kwargs
+    )
+
+
+def test_levels_burst_into_spare_room_and_are_shed_lowest_first() -> None:
+    """A low level may fill a roomy queue; important items then take its places, oldest first."""
+    drops: Drops = []
+    queue = shared_queue(drops)
+    for i in range(10):
+        queue.put_nowait(("low", i), 2)
+    queue.put_nowait(("mid", 0), 1)
+    queue.put_nowait(("high", 0), 0)
+    assert drops == [(("low", 0), ap.DropReason.SHED), (("low", 1), ap.DropReason.SHED)]
+    for i in range(1, 7):
+        queue.put_nowait(("high", i), 0)
+    # Level 2 is down to its guaranteed 2 items; level 1 holds 1, below its share.
+    assert [level.depth for level in queue.statistics().levels] == [7, 1, 2]
+    with pytest.raises(ap.QueueFull):
+        queue.put_nowait(("high", 7), 0)
+    assert queue.statistics().level(2).drops == {ap.DropReason.SHED: 8}
+
+
+def test_a_level_below_its_share_takes_room_from_more_important_ones() -> None:
+    """The guaranteed share holds against more important levels too, once the queue is full."""
+    drops: Drops = []
+    queue = shared_queue(drops)
+    for i in range(10):
+        queue.put_nowait(("high", i), 0)
+    queue.put_nowait(("low", 0), 2)
+    queue.put_nowait(("low", 1), 2)
+    assert drops == [(("high", 0), ap.DropReason.SHED), (("high", 1), ap.DropReason.SHED)]
+    with pytest.raises(ap.QueueFull):  # level 2 has its share now
+        queue.put_nowait(("low", 2), 2)
+
+
+def test_total_bound_follows_the_level_strategy_when_nothing_can_be_shed() -> None:
+    """With no place to take, REJECT refuses and DROP_OLDEST evicts within its own level."""
+    drops: Drops = []
+    queue = shared_queue(
+        drops,
+        levels=[
+            ap.Level(0, max_size=100, strategy=ap.DropStrategy.REJECT),
+            ap.Level(1, max_size=100, strategy=ap.DropStrategy.DROP_OLDEST),
+        ],
+    )
+    for i in range(5):
+        queue.put_nowait(("a", i), 0)
+        queue.put_nowait(("b", i), 1)
+    queue.put_nowait(("b", 5), 1)  # nothing less important to shed: evicts its own oldest
+    assert drops == [(("b", 0), ap.DropReason.EVICTED)]
+    queue.put_nowait(("a", 5), 0)  # level 1 is less important: its oldest is shed
+    assert drops[-1] == (("b", 1), ap.DropReason.SHED)
+    for i in range(6, 10):
+        queue.put_nowait(("a", i), 0)
+    with pytest.raises(ap.Rejected, match=r"^the queue is full \(10 items\) and level 0"):
+        queue.put_nowait(("a", 10), 0)
+    assert drops[-1] == (("a", 10), ap.DropReason.REJECTED)
+    assert queue.statistics().level(0).rejected == 1
+
+
+async def test_blocked_putter_wakes_when_any_level_frees_room() -> None:
+    """A putter waiting for room in a full queue is let in when an item of any level leaves."""
+    drops: Drops = []
+    queue = shared_queue(drops)
+    for i in range(10):
+        queue.put_nowait(i, 0)
+    putter = asyncio.create_task(queue.put("waiting", 0))
+    await wait_until(lambda: queue.statistics().waiting_putters == 1)
+    assert queue.get_nowait() == 0
+    await putter
+    assert queue.qsize() == 10
+    assert drops == []
+
+
+def test_total_bound_validation() -> None:
+    """Bad totals and shares are refused, naming the parameter."""
+    with pytest.raises(ValueError, match=r"^max_total must be >= 1$"):
+        ap.PriorityQueue(max_total=0)
+    with pytest.raises(TypeError, match=r"^max_total must be an int, not float$"):
+        ap.PriorityQueue(max_total=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^share must be between 0 and 1$"):
+        ap.Level(0, share=1.5)
+    with pytest.raises(ValueError, match=r"^the shares of the levels must add up to 1 at most$"):
+        ap.PriorityQueue([ap.Level(0, share=0.6), ap.Level(1, share=0.6)], max_total=10)
+
+
 # -- no item lost or reported twice ------------------------------------------------------
 
 queue_ops = st.lists(
@@ -281,16 +376,19 @@ queue_ops = st.lists(
 )
 
 
-async def _interleave(ops: list[tuple[Any, ...]], codel: ap.CoDel | None) -> None:
+async def _interleave(
+    ops: list[tuple[Any, ...]], codel: ap.CoDel | None, max_total: int | None
+) -> None:
     clock = current_virtual_clock()
     reported: list[tuple[int, ap.DropReason]] = []
     queue: ap.PriorityQueue[int] = ap.PriorityQueue(
         [
-            ap.Level(0, max_size=4, strategy=ap.DropStrategy.REJECT, weight=3),
-            ap.Level(1, max_size=4, strategy=ap.DropStrategy.DROP_OLDEST, weight=2),
-            ap.Level(2, max_size=4, strategy=ap.DropStrategy.DROP_NEWEST),
+            ap.Level(0, max_size=4, strategy=ap.DropStrategy.REJECT, weight=3, share=0.2),
+            ap.Level(1, max_size=4, strategy=ap.DropStrategy.DROP_OLDEST, weight=2, share=0.2),
+            ap.Level(2, max_size=4, strategy=ap.DropStrategy.DROP_NEWEST, share=0.2),
         ],
         codel=codel,
+        max_total=max_total,
         on_drop=lambda item, reason: reported.append((item, reason)),
         clock=clock,
         full_load=3.0,
@@ -344,14 +442,18 @@ async def _interleave(ops: list[tuple[Any, ...]], codel: ap.CoDel | None) -> Non
 
 
 @pytest.mark.parametrize(
-    "codel", [None, ap.CoDel(target=0.002, interval=0.01)], ids=["plain", "codel"]
+    ("codel", "max_total"),
+    [(None, None), (ap.CoDel(target=0.002, interval=0.01), None), (None, 6)],
+    ids=["plain", "codel", "total"],
 )
 @settings(max_examples=150, deadline=None)
 @given(ops=queue_ops)
-def test_no_item_lost_or_reported_twice(codel: ap.CoDel | None, ops: list[Any]) -> None:
+def test_no_item_lost_or_reported_twice(
+    codel: ap.CoDel | None, max_total: int | None, ops: list[Any]
+) -> None:
     """Random puts, gets, removals, deadlines, sheds and adjusts account for every item once."""
     loop = VirtualEventLoop()
     try:
-        loop.run_until_complete(_interleave(ops, codel))
+        loop.run_until_complete(_interleave(ops, codel, max_total))
     finally:
         loop.close()

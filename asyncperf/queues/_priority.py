@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import math
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -58,17 +59,22 @@ class Level:
         weight: the level's share of dequeues while other levels also have
             items (deficit round robin): weights 8, 2, 1 give 8 of every 11 gets
             to the first level, and no level with items ever starves.
+        share: the fraction of the queue's ``max_total`` kept for this level
+            when the queue is full as a whole (see :class:`PriorityQueue`);
+            while there is room, any level may use more.
 
     Raises:
         TypeError: ``priority``, ``max_size`` or ``weight`` is not an int, or
             ``strategy`` is not a DropStrategy.
-        ValueError: ``max_size`` or ``weight`` is below 1.
+        ValueError: ``max_size`` or ``weight`` is below 1, or ``share`` is
+            not between 0 and 1.
     """
 
     priority: int
     max_size: int = 1_000
     strategy: DropStrategy = DropStrategy.BLOCK
     weight: int = 1
+    share: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("priority", "max_size", "weight"):
@@ -81,6 +87,10 @@ class Level:
             raise ValueError("weight must be >= 1")
         if not isinstance(self.strategy, DropStrategy):
             raise TypeError(f"strategy must be a DropStrategy, not {type(self.strategy).__name__}")
+        if isinstance(self.share, bool) or not isinstance(self.share, int | float):
+            raise TypeError(f"share must be a number, not {type(self.share).__name__}")
+        if not 0 <= self.share <= 1:
+            raise ValueError("share must be between 0 and 1")
 
 
 #: Three levels (0 high, 1 normal, 2 low) with weights 4:2:1, all BLOCK.
@@ -153,6 +163,7 @@ class _LevelState(Generic[T]):
         "drops",
         "enqueued",
         "expiries",
+        "guaranteed",
         "items",
         "level",
         "limit",
@@ -183,6 +194,8 @@ class _LevelState(Generic[T]):
         # so queues that never use deadlines pay nothing for them.
         self.expiries: deque[float | None] | None = None
         self.putters: deque[asyncio.Future[None]] = deque()
+        # Items this level keeps when the whole queue is full (share * max_total).
+        self.guaranteed = 0
         self.enqueued = 0
         self.rejected = 0
         self.removed = 0
@@ -222,7 +235,15 @@ class PriorityQueue(Generic[T]):
       whole interval drops items that have waited past the sojourn limit
       (:attr:`DropReason.CODEL`) and serves the newest first;
     - :meth:`adjust` tightens the bounds of the lower levels first as the
-      load rises, and relaxes them as it falls.
+      load rises, and relaxes them as it falls;
+    - with ``max_total=``, the levels share one bound as well as their own.
+      While the queue has room any level may burst into it; once it is full,
+      an incoming item takes the place of the oldest item of the least
+      important level that holds more than its guaranteed ``share``
+      (:attr:`DropReason.SHED`), looking first at levels less important than
+      its own and, if its own level is below its share, at any level. With no
+      such place, the item's own level strategy decides (wait, refuse, or
+      evict within the level).
 
     Expired items are dropped when a get reaches them and by a sweep timer,
     so their callers hear of it promptly even while nothing is dequeued.
@@ -239,6 +260,8 @@ class PriorityQueue(Generic[T]):
         on_drop: called as ``on_drop(item, reason)`` for every item refused or
             dropped; an exception it raises goes to the loop's exception handler.
         codel: CoDel shedding and adaptive LIFO; off by default.
+        max_total: a bound on all levels together, with priority shedding
+            when it is reached (see above); None for per-level bounds only.
         shrink_to: the fraction of ``max_size`` :meth:`adjust` may shrink a
             level's bound to (never below one item).
         full_load: the load at which :meth:`adjust` has shrunk every level to
@@ -248,7 +271,8 @@ class PriorityQueue(Generic[T]):
 
     Raises:
         ValueError: no levels, two levels with one priority, an unknown
-            ``default_priority``, or ``shrink_to``/``full_load`` out of range.
+            ``default_priority``, ``shrink_to``/``full_load``/``max_total`` out
+            of range, or shares that add up to more than 1.
         TypeError: a level is not a :class:`Level`, or ``codel`` not a :class:`CoDel`.
     """
 
@@ -259,6 +283,7 @@ class PriorityQueue(Generic[T]):
         default_priority: int | None = None,
         on_drop: DropListener[T] | None = None,
         codel: CoDel | None = None,
+        max_total: int | None = None,
         shrink_to: float = 0.1,
         full_load: float = 3.0,
         clock: Clock | None = None,
@@ -279,7 +304,18 @@ class PriorityQueue(Generic[T]):
             raise ValueError("shrink_to must be > 0 and <= 1")
         if not 1 < full_load < math.inf:
             raise ValueError("full_load must be > 1 and finite")
+        if max_total is not None:
+            if isinstance(max_total, bool) or not isinstance(max_total, int):
+                raise TypeError(f"max_total must be an int, not {type(max_total).__name__}")
+            if max_total < 1:
+                raise ValueError("max_total must be >= 1")
+            if sum(level.share for level in level_list) > 1 + 1e-9:
+                raise ValueError("the shares of the levels must add up to 1 at most")
         self._levels: list[_LevelState[T]] = [_LevelState(level) for level in level_list]
+        # sys.maxsize stands for "no total bound": the hot path makes one comparison.
+        self._max_total = max_total if max_total is not None else sys.maxsize
+        for state in self._levels:
+            state.guaranteed = int(state.level.share * max_total) if max_total else 0
         self._by_priority = {state.priority: state for state in self._levels}
         if default_priority is None:
             default_priority = priorities[len(priorities) // 2]
@@ -446,6 +482,8 @@ class PriorityQueue(Generic[T]):
             if state.strategy is DropStrategy.BLOCK:
                 return False
             self._overflow(state, item)
+        if self._size >= self._max_total and not self._make_room(state, item):
+            return False
         now = self._now()
         if deadline is not None or state.expiries is not None:
             self._add_expiry(state, now, deadline)
@@ -494,6 +532,62 @@ class PriorityQueue(Generic[T]):
         self._size -= 1
         self._count_drop(state, victim, DropReason.EVICTED)
 
+    def _make_room(self, state: _LevelState[T], item: T) -> bool:
+        """The queue is full as a whole: shed for ``item`` of ``state``, or refuse it.
+
+        Returns False when the item's level BLOCKs (its putter waits for room).
+
+        Raises:
+            Rejected: no place can be taken and the level does not block or evict.
+        """
+        victim_level = None
+        # Least important first, among the levels less important than the item's...
+        for other in reversed(self._levels):
+            if other is state:
+                break
+            if len(other.items) > other.guaranteed:
+                victim_level = other
+                break
+        # ...or among all levels when the item's own level is below its share.
+        if victim_level is None and len(state.items) < state.guaranteed:
+            for other in reversed(self._levels):
+                if other is not state and len(other.items) > other.guaranteed:
+                    victim_level = other
+                    break
+        if victim_level is not None:
+            victim = victim_level.pop_left()[0]
+            self._size -= 1
+            self._count_drop(victim_level, victim, DropReason.SHED)
+            return True
+        strategy = state.strategy
+        if strategy is DropStrategy.BLOCK:
+            return False
+        if strategy is not DropStrategy.REJECT and state.items:
+            self._overflow(state, item)  # evict within its own level, as when the level is full
+            return True
+        state.rejected += 1
+        self._report_drop(item, DropReason.REJECTED)
+        raise Rejected(
+            f"the queue is full ({self._max_total} items) and level {state.priority} "
+            "has no lower level to shed",
+            reason=DropReason.REJECTED,
+            priority=state.priority,
+        )
+
+    def _after_removal(self, state: _LevelState[T]) -> None:
+        """An item left ``state``: let a putter waiting for that room in."""
+        if state.putters:
+            _wake_one(state.putters)
+        elif self._max_total != sys.maxsize:
+            self._wake_for_room()
+
+    def _wake_for_room(self) -> None:
+        """An item left a full queue: wake the most important putter whose level has room."""
+        for state in self._levels:
+            if state.putters and len(state.items) < state.limit:
+                _wake_one(state.putters)
+                return
+
     def _count_drop(self, state: _LevelState[T], item: T, reason: DropReason) -> None:
         """Count and report an item already taken out of ``state``."""
         state.drops[reason] = state.drops.get(reason, 0) + 1
@@ -528,11 +622,13 @@ class PriorityQueue(Generic[T]):
             Rejected: the level is full and its strategy is REJECT.
         """
         state = self._level(priority)
-        while (
-            len(state.items) >= state.limit
-            and state.strategy is DropStrategy.BLOCK
-            and not self._closed
-        ):
+        while True:
+            if deadline is None:
+                queued = self.offer(item, state.priority)
+            else:
+                queued = self.offer(item, state.priority, deadline=deadline)
+            if queued:
+                return
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             state.putters.append(waiter)
             try:
@@ -543,11 +639,10 @@ class PriorityQueue(Generic[T]):
                     state.putters.remove(waiter)
                 except ValueError:
                     pass  # already taken off the list by the wake-up
-                if len(state.items) < state.limit and not waiter.cancelled():
+                if not waiter.cancelled() and len(state.items) < state.limit:
                     # We were woken but will not use the room: pass the wake-up on.
-                    _wake_one(state.putters)
+                    self._after_removal(state)
                 raise
-        self.put_nowait(item, state.priority, deadline=deadline)
 
     # -- getting ------------------------------------------------------------------
 
@@ -579,6 +674,8 @@ class PriorityQueue(Generic[T]):
             self._deficit = 0
         if state.putters:
             _wake_one(state.putters)
+        elif self._size + 1 == self._max_total:
+            self._wake_for_room()
         return items.popleft()
 
     def _choose(self) -> _LevelState[T]:
@@ -606,8 +703,7 @@ class PriorityQueue(Generic[T]):
             state = self._choose()
             item, enqueued_at, expiry = state.pop_right() if lifo else state.pop_left()
             self._size -= 1
-            if state.putters:
-                _wake_one(state.putters)
+            self._after_removal(state)
             if expiry is not None and expiry <= now:
                 self._count_drop(state, item, DropReason.DEADLINE)
                 continue
@@ -628,8 +724,7 @@ class PriorityQueue(Generic[T]):
                 item = state.pop_left()[0]
                 self._size -= 1
                 self._count_drop(state, item, DropReason.CODEL)
-                if state.putters:
-                    _wake_one(state.putters)
+                self._after_removal(state)
 
     def _next_turn(self) -> _LevelState[T]:
         """Pass the turn to the next level with items, which may give `weight` items in a row."""
@@ -739,9 +834,10 @@ class PriorityQueue(Generic[T]):
                 kept_times.append(enqueued_at)
                 kept_expiries.append(expiry)
             if len(kept_items) != len(state.items):
+                freed = len(state.items) - len(kept_items)
                 state.items, state.times, state.expiries = kept_items, kept_times, kept_expiries
-                while state.putters and len(state.items) < state.limit:
-                    _wake_one(state.putters)
+                for _ in range(freed):
+                    self._after_removal(state)
         return earliest
 
     # -- load ---------------------------------------------------------------------
@@ -798,8 +894,7 @@ class PriorityQueue(Generic[T]):
             del state.expiries[index]
         state.removed += 1
         self._size -= 1
-        if state.putters:
-            _wake_one(state.putters)
+        self._after_removal(state)
         return True
 
     def drop_all(self, reason: DropReason = DropReason.SHUTDOWN) -> int:
