@@ -227,7 +227,7 @@ LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(ops=st.lists(operations, max_size=40), graceful=st.booleans())
+@given(ops=st.lists(operations, min_size=10, max_size=60), graceful=st.booleans())
 def test_every_job_ends_exactly_once(loop_name: str, ops: list[Any], graceful: bool) -> None:
     """Random interleavings keep the accounting exact and the limit respected."""
     _run_on(LOOPS[loop_name], ops, graceful)

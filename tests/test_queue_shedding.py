@@ -358,21 +358,22 @@ def test_total_bound_validation() -> None:
 
 # -- no item lost or reported twice ------------------------------------------------------
 
+OP_ARGUMENTS: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
+    "put": st.tuples(st.integers(0, 2), st.sampled_from([None, None, 0.003, 0.02, 0.5])),
+    "get": st.tuples(st.integers(1, 4)),
+    "remove": st.tuples(st.integers(0, 200)),
+    "sleep": st.tuples(st.sampled_from([0.0, 0.001, 0.004, 0.03, 0.2])),
+    # Time passing before any timer runs: gets meet expired items first.
+    "advance": st.tuples(st.sampled_from([0.001, 0.004, 0.03, 0.6])),
+    "adjust": st.tuples(st.sampled_from([0.5, 1.0, 1.5, 2.5, 5.0])),
+}
+# Puts half the time, so that the levels and the total bound fill up and the
+# strategies and the shedding come into play.
+op_kinds = st.sampled_from(["put"] * 6 + [kind for kind in OP_ARGUMENTS if kind != "put"])
 queue_ops = st.lists(
-    st.one_of(
-        st.tuples(
-            st.just("put"),
-            st.integers(0, 2),
-            st.sampled_from([None, None, 0.003, 0.02, 0.5]),
-        ),
-        st.tuples(st.just("get"), st.integers(1, 4)),
-        st.tuples(st.just("remove"), st.integers(0, 200)),
-        st.tuples(st.just("sleep"), st.sampled_from([0.0, 0.001, 0.004, 0.03, 0.2])),
-        # Time passing before any timer runs: gets meet expired items first.
-        st.tuples(st.just("advance"), st.sampled_from([0.001, 0.004, 0.03, 0.6])),
-        st.tuples(st.just("adjust"), st.sampled_from([0.5, 1.0, 1.5, 2.5, 5.0])),
-    ),
-    max_size=120,
+    op_kinds.flatmap(lambda kind: OP_ARGUMENTS[kind].map(lambda args: (kind, *args))),
+    min_size=30,
+    max_size=150,
 )
 
 
