@@ -3,7 +3,8 @@
 General layout (each layer imports only from the layers above it in this list):
 
 - ``loop``      L0  run(), the choice of event loop (uvloop or asyncio), the clock
-- ``queues``    L1  PriorityQueue: levels, drop strategies, weighted fair dequeue
+- ``queues``    L1  PriorityQueue (levels, drop strategies, weighted fair dequeue,
+                    deadlines, CoDel, shedding), RateLimiter, Throttle, RetryBudget
 - ``workers``   L2  WorkerPool: long-lived workers, a resizable limit, Job handles
 - ``tools``     L8  the command line and its demo
 - ``testing``       virtual time for tests (not imported here)
@@ -29,12 +30,19 @@ from asyncperf._errors import (
 from asyncperf.loop import SystemClock, available_loops, loop_name, new_event_loop, run
 from asyncperf.queues import (
     DEFAULT_LEVELS,
+    Backoff,
     CoDel,
     DropStrategy,
     Level,
     LevelStatistics,
     PriorityQueue,
     QueueStatistics,
+    RateLimiter,
+    RateLimiterStatistics,
+    RetryBudget,
+    RetryBudgetStatistics,
+    Throttle,
+    ThrottleStatistics,
 )
 from asyncperf.workers import ErrorPolicy, Job, JobState, MapIterator, PoolStatistics, WorkerPool
 
@@ -43,6 +51,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_LEVELS",
     "AsyncPerfError",
+    "Backoff",
     "ClosedError",
     "CoDel",
     "DropReason",
@@ -63,8 +72,14 @@ __all__ = [
     "QueueEmpty",
     "QueueFull",
     "QueueStatistics",
+    "RateLimiter",
+    "RateLimiterStatistics",
     "Rejected",
+    "RetryBudget",
+    "RetryBudgetStatistics",
     "SystemClock",
+    "Throttle",
+    "ThrottleStatistics",
     "WorkerPool",
     "WouldBlock",
     "__version__",

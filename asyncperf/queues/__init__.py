@@ -1,4 +1,10 @@
-"""Layer 1: queues and backpressure, usable on their own."""
+"""Layer 1: queues and backpressure, usable on their own.
+
+- ``PriorityQueue``: levels, drop strategies, weighted fair dequeue, deadlines,
+  CoDel, ``adjust(load)`` and priority shedding under a total bound.
+- ``RateLimiter``: GCRA, with burst, weighted costs and exact waits.
+- ``Throttle`` and ``RetryBudget``: for calls out to an upstream that may refuse.
+"""
 
 from asyncperf.queues._codel import CoDel
 from asyncperf.queues._priority import (
@@ -9,13 +15,28 @@ from asyncperf.queues._priority import (
     PriorityQueue,
     QueueStatistics,
 )
+from asyncperf.queues._rate import RateLimiter, RateLimiterStatistics
+from asyncperf.queues._throttle import (
+    Backoff,
+    RetryBudget,
+    RetryBudgetStatistics,
+    Throttle,
+    ThrottleStatistics,
+)
 
 __all__ = [
     "DEFAULT_LEVELS",
+    "Backoff",
     "CoDel",
     "DropStrategy",
     "Level",
     "LevelStatistics",
     "PriorityQueue",
     "QueueStatistics",
+    "RateLimiter",
+    "RateLimiterStatistics",
+    "RetryBudget",
+    "RetryBudgetStatistics",
+    "Throttle",
+    "ThrottleStatistics",
 ]

@@ -111,7 +111,6 @@ class RateLimiter:
     """
 
     __slots__ = (
-        "",
         "_admitted",
         "_admitted_calls",
         "_burst",
