@@ -4,7 +4,8 @@ General layout (each layer imports only from the layers above it in this list):
 
 - ``loop``      L0  run(), the choice of event loop (uvloop or asyncio), the clock
 - ``queues``    L1  PriorityQueue (levels, drop strategies, weighted fair dequeue,
-                    deadlines, CoDel, shedding), RateLimiter, Throttle, RetryBudget
+                    deadlines, CoDel, shedding), AdaptiveLimiter, RateLimiter,
+                    Throttle, RetryBudget
 - ``workers``   L2  WorkerPool: long-lived workers, a resizable limit, Job handles
 - ``tools``     L8  the command line and its demo
 - ``testing``       virtual time for tests (not imported here)
@@ -30,11 +31,16 @@ from asyncperf._errors import (
 from asyncperf.loop import SystemClock, available_loops, loop_name, new_event_loop, run
 from asyncperf.queues import (
     DEFAULT_LEVELS,
+    AdaptiveLimiter,
     Backoff,
     CoDel,
     DropStrategy,
     Level,
     LevelStatistics,
+    LimitChange,
+    LimiterAcquire,
+    LimiterStatistics,
+    LimiterToken,
     PriorityQueue,
     QueueStatistics,
     RateLimiter,
@@ -50,6 +56,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_LEVELS",
+    "AdaptiveLimiter",
     "AsyncPerfError",
     "Backoff",
     "ClosedError",
@@ -64,6 +71,10 @@ __all__ = [
     "JobTimeout",
     "Level",
     "LevelStatistics",
+    "LimitChange",
+    "LimiterAcquire",
+    "LimiterStatistics",
+    "LimiterToken",
     "MapIterator",
     "PoolClosed",
     "PoolStatistics",

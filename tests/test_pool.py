@@ -838,3 +838,46 @@ def dataclass_is_frozen(stats: ap.PoolStatistics) -> bool:
     except AttributeError:
         return True
     return False
+
+
+# -- adaptive limit ----------------------------------------------------------------------
+
+
+@pytest.mark.virtual_time
+async def test_pool_follows_an_adaptive_limiter(clock: VirtualClock) -> None:
+    """With a limiter, the pool's concurrency converges on the upstream's capacity."""
+    capacity = 8
+    running = 0
+    peak_after_settling: list[int] = []
+    limiter = ap.AdaptiveLimiter("vegas", initial=48, max_limit=64, clock=clock)
+
+    async def upstream(i: int) -> int:
+        nonlocal running
+        running += 1
+        if i >= 3_000:
+            peak_after_settling.append(running)
+        try:
+            # 10 ms up to `capacity` calls at once, slower in proportion beyond.
+            await clock.sleep(0.010 * max(1.0, running / capacity))
+        finally:
+            running -= 1
+        return i
+
+    async with ap.WorkerPool(64, limiter=limiter, clock=clock) as pool:
+        assert pool.limit == 48
+        jobs = [await pool.submit(upstream, i) for i in range(4_000)]
+        await asyncio.gather(*jobs)
+        stats = pool.statistics()
+    assert capacity <= limiter.limit <= 2 * capacity
+    assert stats.limit == limiter.limit
+    assert max(peak_after_settling) <= 2 * capacity
+    assert limiter.statistics().samples == 4_000
+    history = limiter.statistics().history
+    assert history
+    assert history[-1].limit == limiter.limit
+
+
+def test_limiter_is_checked() -> None:
+    """A limiter that is not an AdaptiveLimiter is refused."""
+    with pytest.raises(TypeError, match=r"^limiter must be an AdaptiveLimiter, not int$"):
+        ap.WorkerPool(4, limiter=3)  # type: ignore[arg-type]

@@ -65,8 +65,8 @@ class World:
     def job_fn(self, kind: str, arg: int) -> Callable[[], Any]:
         async def job() -> Any:
             self.running += 1
-            if self.running > self.pool.max_workers:
-                self.violations.append(f"{self.running} running, limit {self.pool.max_workers}")
+            if self.running > self.pool.limit:
+                self.violations.append(f"{self.running} running, limit {self.pool.limit}")
             try:
                 if kind == "raise":
                     raise ValueError(arg)
@@ -103,11 +103,13 @@ class World:
         assert stats.active <= max(stats.workers, 0)
 
 
-async def scenario(ops: list[tuple[Any, ...]], graceful: bool) -> None:
+async def scenario(ops: list[tuple[Any, ...]], graceful: bool, adaptive: bool) -> None:
     errors: list[dict[str, Any]] = []
     asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: errors.append(ctx))
     queue: ap.PriorityQueue[ap.Job[Any]] = ap.PriorityQueue(LEVELS)
-    pool = ap.WorkerPool(3, queue=queue, idle_timeout=0.005)
+    # With a limiter the limit in force also moves on its own, from the samples.
+    limiter = ap.AdaptiveLimiter("aimd", initial=3, max_limit=4, window=10) if adaptive else None
+    pool = ap.WorkerPool(3, queue=queue, idle_timeout=0.005, limiter=limiter)
     world = World(pool)
     async with pool:
         for op in ops:
@@ -205,10 +207,15 @@ async def scenario(ops: list[tuple[Any, ...]], graceful: bool) -> None:
     assert not errors, errors
 
 
-def _run_on(loop_factory: Callable[[], asyncio.AbstractEventLoop], ops: list[Any], graceful: bool):  # type: ignore[no-untyped-def]
+def _run_on(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+    ops: list[Any],
+    graceful: bool,
+    adaptive: bool,
+) -> None:
     loop = loop_factory()
     try:
-        loop.run_until_complete(scenario(ops, graceful))
+        loop.run_until_complete(scenario(ops, graceful, adaptive))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
@@ -227,7 +234,13 @@ LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(ops=st.lists(operations, min_size=10, max_size=60), graceful=st.booleans())
-def test_every_job_ends_exactly_once(loop_name: str, ops: list[Any], graceful: bool) -> None:
+@given(
+    ops=st.lists(operations, min_size=10, max_size=60),
+    graceful=st.booleans(),
+    adaptive=st.booleans(),
+)
+def test_every_job_ends_exactly_once(
+    loop_name: str, ops: list[Any], graceful: bool, adaptive: bool
+) -> None:
     """Random interleavings keep the accounting exact and the limit respected."""
-    _run_on(LOOPS[loop_name], ops, graceful)
+    _run_on(LOOPS[loop_name], ops, graceful, adaptive)

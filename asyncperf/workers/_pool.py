@@ -25,7 +25,7 @@ from asyncperf._errors import (
 )
 from asyncperf.abc import Cancellable, Clock
 from asyncperf.loop import SystemClock, loop_name
-from asyncperf.queues import DEFAULT_LEVELS, Level, PriorityQueue
+from asyncperf.queues import DEFAULT_LEVELS, AdaptiveLimiter, Level, PriorityQueue
 from asyncperf.workers._stats import percentile
 
 __all__ = ["ErrorPolicy", "Job", "JobState", "PoolStatistics", "WorkerPool"]
@@ -170,6 +170,7 @@ class PoolStatistics:
 
     loop: str
     max_workers: int
+    limit: int
     min_workers: int
     workers: int
     active: int
@@ -234,6 +235,10 @@ class WorkerPool:
             :class:`ErrorPolicy`.
         drain_timeout: how long leaving ``async with`` waits for jobs before
             cancelling them; None waits for all.
+        limiter: an :class:`~asyncperf.AdaptiveLimiter` fed with every job's
+            run time (timeouts count as loss); the pool runs at most
+            ``min(max_workers, limiter.limit)`` jobs at once and follows the
+            limit as it moves. Give it the pool's clock.
         clock: the time source for timeouts and statistics.
         name: shown in ``repr`` and in worker task names.
 
@@ -252,6 +257,7 @@ class WorkerPool:
         max_pending: int | None = None,
         error_policy: ErrorPolicy | str = ErrorPolicy.ISOLATE,
         drain_timeout: float | None = None,
+        limiter: AdaptiveLimiter | None = None,
         clock: Clock | None = None,
         name: str | None = None,
     ) -> None:
@@ -283,7 +289,13 @@ class WorkerPool:
             raise TypeError(f"queue must be a PriorityQueue, not {type(queue).__name__}")
         self._queue: PriorityQueue[Job[Any]] = queue
         queue._add_drop_listener(self._on_queue_drop)
+        if limiter is not None and not isinstance(limiter, AdaptiveLimiter):
+            raise TypeError(f"limiter must be an AdaptiveLimiter, not {type(limiter).__name__}")
         self._max_workers = max_workers
+        self._limiter = limiter
+        # The limit in force: max_workers, or less while the limiter says so.
+        self._limit = max_workers if limiter is None else min(max_workers, limiter.limit)
+        self._running = 0  # jobs running, counted only for the limiter's samples
         self._min_workers = min_workers
         self._idle_timeout = idle_timeout
         self._error_policy = policy
@@ -340,11 +352,28 @@ class WorkerPool:
         if value < self._min_workers:
             raise ValueError("max_workers must be >= min_workers")
         self._max_workers = value
+        self._apply_limit()
+
+    @property
+    def limit(self) -> int:
+        """The limit in force: ``max_workers``, or the limiter's limit when lower."""
+        return self._limit
+
+    @property
+    def limiter(self) -> AdaptiveLimiter | None:
+        return self._limiter
+
+    def _apply_limit(self, _limiter_limit: int | None = None) -> None:
+        """Recompute the limit in force and resize to it (also the limiter's listener)."""
+        limit = self._max_workers
+        if self._limiter is not None:
+            limit = min(limit, self._limiter.limit)
+        self._limit = limit
         if self._state is not _PoolState.RUNNING:
             return
-        while self._nworkers > value and self._idle:
+        while self._nworkers > limit and self._idle:
             self._retire_idle(self._idle.popleft())
-        spare = min(self._queue._size - self._looking, value - self._nworkers)
+        spare = min(self._queue._size - self._looking, limit - self._nworkers)
         for _ in range(spare):
             self._spawn()
 
@@ -371,6 +400,9 @@ class WorkerPool:
         self._task_group = asyncio.TaskGroup()
         await self._task_group.__aenter__()
         self._set_state(_PoolState.RUNNING)
+        if self._limiter is not None:
+            self._limiter.add_listener(self._apply_limit)
+            self._apply_limit()
         for _ in range(self._min_workers):
             self._spawn()
         return self
@@ -467,6 +499,8 @@ class WorkerPool:
             self._set_state(_PoolState.CLOSED)
             return
         self._set_state(_PoolState.CLOSED)
+        if self._limiter is not None:
+            self._limiter.remove_listener(self._apply_limit)
         self._queue.close()
         self._queue.drop_all(DropReason.SHUTDOWN)
         if self._idle_timer is not None:
@@ -573,7 +607,7 @@ class WorkerPool:
         if self._idle:
             if queue._size > self._looking:
                 self._wake_to_work(self._idle.pop())
-        elif self._nworkers < self._max_workers and queue._size > self._looking:
+        elif self._nworkers < self._limit and queue._size > self._looking:
             self._spawn()
         return job
 
@@ -680,7 +714,7 @@ class WorkerPool:
         if self._idle:
             if self._queue._size > self._looking:
                 self._wake_to_work(self._idle.pop())
-        elif self._nworkers < self._max_workers and self._queue._size > self._looking:
+        elif self._nworkers < self._limit and self._queue._size > self._looking:
             self._spawn()
 
     def _spawn(self) -> None:
@@ -797,9 +831,13 @@ class WorkerPool:
         self._arrived(worker)
         countdown = _TIMED_EVERY
         started = wait = 0.0
+        limiter = self._limiter
+        measure = limiter is not None
+        holding = False  # counted in self._running (only with a limiter)
+        started_with = 0  # jobs running when this one started, itself included
         try:
             while True:
-                if self._nworkers > self._max_workers:
+                if self._nworkers > self._limit:
                     worker.retired = True
                     self._nworkers -= 1
                     return
@@ -817,10 +855,16 @@ class WorkerPool:
                 # and reading the clock is a large share of the per-job cost.
                 countdown -= 1
                 timed = not countdown
-                if timed:
-                    countdown = _TIMED_EVERY
+                if timed or measure:
+                    # An adaptive limiter needs the run time of every job.
+                    if timed:
+                        countdown = _TIMED_EVERY
                     started = now()
                     wait = started - queue._last_enqueued_at
+                    if measure:
+                        self._running += 1
+                        started_with = self._running
+                        holding = True
                 job._worker = worker
                 worker.job = job
                 timer = None
@@ -832,7 +876,13 @@ class WorkerPool:
                     worker.job = None
                     if timer is not None:
                         timer.cancel()
-                    self._job_raised(worker, job, exc)
+                    if holding:
+                        self._running -= 1
+                        holding = False
+                    timed_out = self._job_raised(worker, job, exc)
+                    if limiter is not None and not job.cancelled():
+                        # Timeouts are the limiter's loss signal; cancelled jobs tell nothing.
+                        limiter.record(now() - started, in_flight=started_with, dropped=timed_out)
                 else:
                     worker.job = None
                     if timer is not None:
@@ -843,6 +893,10 @@ class WorkerPool:
                         task.uncancel()
                     self._completed += 1
                     job.set_result(result)
+                    if limiter is not None:
+                        self._running -= 1
+                        holding = False
+                        limiter.record(now() - started, in_flight=started_with)
                 if timed:
                     index = self._samples & _SAMPLE_MASK
                     self._samples += 1
@@ -857,7 +911,9 @@ class WorkerPool:
                 self._nworkers -= 1
             self._workers.discard(worker)
             self._check_stopped()
-            if self._accepting and queue._size and self._nworkers < self._max_workers:
+            if holding:
+                self._running -= 1  # left in the middle of a job
+            if self._accepting and queue._size and self._nworkers < self._limit:
                 # This worker was killed from outside with jobs still queued and
                 # no one to take them; the task group refuses if it is aborting.
                 try:
@@ -865,8 +921,12 @@ class WorkerPool:
                 except RuntimeError:
                     pass
 
-    def _job_raised(self, worker: _Worker, job: Job[Any], exc: BaseException) -> None:
-        """Settle a job whose coroutine raised; re-raises what must end the worker."""
+    def _job_raised(self, worker: _Worker, job: Job[Any], exc: BaseException) -> bool:
+        """Settle a job whose coroutine raised; True if it timed out.
+
+        Re-raises what must end the worker (its own cancellation, or a
+        KeyboardInterrupt or SystemExit from the job).
+        """
         task = worker.task
         assert task is not None  # a worker with a job has a task
         interrupt, worker.interrupt = worker.interrupt, None
@@ -878,7 +938,10 @@ class WorkerPool:
             error = JobTimeout(f"job exceeded its timeout of {job._timeout} s")
             error.__cause__ = exc
             job.set_exception(error)
-        elif isinstance(exc, asyncio.CancelledError):
+            if task.cancelling():
+                raise exc  # the worker itself is being cancelled (the pool is closing)
+            return True
+        if isinstance(exc, asyncio.CancelledError):
             self._cancelled += 1
             job._cancel_future(exc.args[0] if exc.args else None)
         else:
@@ -890,6 +953,7 @@ class WorkerPool:
                 self._on_job_error(job, exc)
         if task.cancelling():
             raise exc  # the worker itself is being cancelled (the pool is closing)
+        return False
 
     def _on_timeout(self, worker: _Worker, job: Job[Any]) -> None:
         if worker.job is job and worker.interrupt is None and worker.task is not None:
@@ -943,6 +1007,7 @@ class WorkerPool:
         return PoolStatistics(
             loop=loop_name(loop) if loop is not None else "not started",
             max_workers=self._max_workers,
+            limit=self._limit,
             min_workers=self._min_workers,
             workers=len(self._workers),
             active=self._active_count(),
@@ -967,7 +1032,7 @@ class WorkerPool:
 
     def __repr__(self) -> str:
         return (
-            f"<WorkerPool {self.name} {self._active_count()}/{self._max_workers} busy, "
+            f"<WorkerPool {self.name} {self._active_count()}/{self._limit} busy, "
             f"{self._queue._size} pending, {self._state.value}>"
         )
 
