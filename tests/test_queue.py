@@ -101,6 +101,32 @@ def test_weighted_round_robin_shares() -> None:
     assert served == {0: 80, 1: 20, 2: 10}
 
 
+def test_weights_hold_over_ten_thousand_dequeues() -> None:
+    """With every level kept busy by random arrivals, shares stay within 5% of the weights."""
+    import random
+
+    rng = random.Random(7)
+    weights = {0: 8, 1: 3, 2: 1}
+    queue = make_queue(*(ap.Level(p, max_size=100_000, weight=w) for p, w in weights.items()))
+    for priority in weights:
+        for i in range(50):
+            queue.put_nowait((priority, i), priority)
+    served: Counter[int] = Counter()
+    for step in range(10_000):
+        # Arrivals in random bursts, more than enough to keep every level busy.
+        for _ in range(rng.randint(0, 3)):
+            priority = rng.choice(list(weights))
+            queue.put_nowait((priority, step), priority)
+        for priority in weights:
+            if queue.statistics().level(priority).depth == 0:
+                queue.put_nowait((priority, step), priority)
+        served[queue.get_nowait()[0]] += 1
+    total = sum(weights.values())
+    for priority, weight in weights.items():
+        share = served[priority] / 10_000
+        assert share == pytest.approx(weight / total, rel=0.05), (priority, share)
+
+
 def test_low_levels_never_starve() -> None:
     """An item in the lowest level is served within one round of the weights."""
     queue = make_queue(ap.Level(0, max_size=1_000, weight=8), ap.Level(1, max_size=10, weight=1))
