@@ -11,11 +11,12 @@ from pathlib import Path
 from rich.console import Console
 
 import asyncperf as ap
-from bench import job_memory, pool_overhead, queue_throughput
+from bench import job_memory, overload, pool_overhead, queue_throughput
 from bench._harness import Config, Harness, LoopChoice, Plan, Suite
 
 SUITES: dict[str, Suite] = {
-    suite.name: suite for suite in (pool_overhead.SUITE, queue_throughput.SUITE, job_memory.SUITE)
+    suite.name: suite
+    for suite in (pool_overhead.SUITE, queue_throughput.SUITE, job_memory.SUITE, overload.SUITE)
 }
 MIN_REPEAT = 5
 

@@ -4,8 +4,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from bench import overload
+
 REPO = Path(__file__).resolve().parent.parent
-SUITES = {"pool", "queue", "memory"}
+SUITES = {"pool", "queue", "memory", "overload"}
+STRATEGIES = {"gather_semaphore", "pool_static", "pool_overload"}
 
 
 def test_bench_quick_run_writes_every_suite(tmp_path: Path) -> None:
@@ -24,7 +29,7 @@ def test_bench_quick_run_writes_every_suite(tmp_path: Path) -> None:
     data = json.loads(out.read_text(encoding="utf-8"))
     assert set(data["suites"]) == SUITES
     assert data["metadata"]["cpu_count"] == os.cpu_count()
-    for name in SUITES:
+    for name in SUITES - {"overload"}:
         results = data["suites"][name]["results"]
         assert results, f"suite {name} has no results"
         for result in results:
@@ -34,3 +39,60 @@ def test_bench_quick_run_writes_every_suite(tmp_path: Path) -> None:
             assert all(sample > 0 for sample in result["samples"]), result
     pool = {r["contender"] for r in data["suites"]["pool"]["results"]}
     assert {"floor", "queue_workers", "worker_pool"} <= pool
+    _check_overload(data["suites"]["overload"])
+
+
+def _check_overload(suite: dict[str, object]) -> None:
+    results = suite["results"]
+    assert isinstance(results, list)
+    headline = {r["contender"]: r for r in results if r["case"] == "overload"}
+    assert set(headline) == STRATEGIES
+    for result in headline.values():
+        assert result["loop"] == "asyncio"
+        assert result["samples"], result
+        assert all(sample >= 0 for sample in result["samples"]), result
+    figures = {(r["contender"], r["case"]): r for r in results}
+    for strategy in STRATEGIES:
+        offered = figures[(strategy, "overall/all/offered")]["samples"]
+        on_time = figures[(strategy, "overall/all/on_time")]["samples"]
+        late = figures[(strategy, "overall/all/late")]["samples"]
+        shed = figures[(strategy, "overall/all/shed")]["samples"]
+        failed = figures[(strategy, "overall/all/failed")]["samples"]
+        assert offered
+        assert all(n > 0 for n in offered)
+        # Every request ends in exactly one of answered (on time or late), shed or failed.
+        for row in zip(offered, on_time, late, shed, failed, strict=True):
+            assert row[0] == sum(row[1:]), (strategy, row)
+    # The quick sizes are too small to judge the bars, but every bar is checked.
+    bars = suite["bars"]
+    assert isinstance(bars, list)
+    assert {bar["contender"] for bar in bars} == {"pool_overload"}
+    assert len(bars) == 3
+    notes = suite["notes"]
+    assert isinstance(notes, list)
+    settings = [note for note in notes if note.startswith("settings ")]
+    assert settings
+    scenario = json.loads(settings[0].removeprefix("settings "))["scenario"]
+    assert scenario["loads"] == [0.5, 2.0, 3.0, 0.5]
+
+
+def test_overload_recorder_refuses_a_second_outcome() -> None:
+    """A request settled twice is an accounting bug, and the recorder says so."""
+    recorder = overload.Recorder(2)
+    recorder.settle(0, overload.ANSWERED)
+    with pytest.raises(AssertionError, match="ended twice"):
+        recorder.settle(0, overload.DROPPED)
+    assert recorder.left == 1
+
+
+def test_overload_workload_is_seeded_and_follows_the_phases() -> None:
+    """The same seed gives the same arrivals; each phase offers about load x capacity."""
+    scenario = overload.Scenario(phase_seconds=0.5)
+    first = overload.make_workload(scenario)
+    assert overload.make_workload(scenario) == first
+    assert first.arrivals == sorted(first.arrivals)
+    for phase, load in enumerate(scenario.loads):
+        count = first.phases.count(phase)
+        expected = load * scenario.capacity * scenario.phase_seconds
+        assert abs(count - expected) < 5 * expected**0.5 + 1, (phase, count, expected)
+    assert set(first.classes) == {0, 1, 2}
