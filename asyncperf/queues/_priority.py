@@ -340,9 +340,11 @@ class PriorityQueue(Generic[T]):
         # When the queue last went from empty to non-empty: CoDel's standing-queue test.
         self._nonempty_since = 0.0
         self._codel = codel
-        # True once gets must check ages or deadlines (CoDel on, or a deadline
-        # seen): the plain get path stays free of clock reads until then.
-        self._policing = codel is not None
+        # True once puts and gets must do more than append and pop: check ages
+        # or deadlines, or shed and wake across levels under the total bound
+        # (CoDel on, max_total set, or a deadline seen). Until then both paths
+        # stay free of those checks.
+        self._policing = codel is not None or max_total is not None
         self._sweep_handle: Cancellable | None = None
         self._sweep_at = math.inf
         # No queued deadline is earlier than this (it may be stale-early: the
@@ -433,8 +435,11 @@ class PriorityQueue(Generic[T]):
             return self._default
         state = self._by_priority.get(priority)
         if state is None:
-            raise ValueError(f"priority must be one of {list(self._by_priority)}, not {priority!r}")
+            raise self._unknown_priority(priority)
         return state
+
+    def _unknown_priority(self, priority: object) -> ValueError:
+        return ValueError(f"priority must be one of {list(self._by_priority)}, not {priority!r}")
 
     def put_nowait(
         self, item: T, priority: int | None = None, *, deadline: float | None = None
@@ -454,12 +459,7 @@ class PriorityQueue(Generic[T]):
             QueueFull: the level is full and its strategy is BLOCK.
             Rejected: the level is full and its strategy is REJECT.
         """
-        # A keyword argument costs a little on every call: pass it only when set.
-        if not (
-            self.offer(item, priority)
-            if deadline is None
-            else self.offer(item, priority, deadline=deadline)
-        ):
+        if not self._offer(item, priority, deadline):
             state = self._level(priority)
             raise QueueFull(f"level {state.priority} is full ({state.limit} items)")
 
@@ -474,7 +474,21 @@ class PriorityQueue(Generic[T]):
             QueueClosed: the queue is closed.
             Rejected: the level is full and its strategy is REJECT.
         """
-        state = self._default if priority is None else self._level(priority)
+        return self._offer(item, priority, deadline)
+
+    def _offer(self, item: T, priority: int | None, deadline: float | None) -> bool:
+        """offer() with positional arguments only.
+
+        This is the per-item path of the queue and the pool: keyword-only
+        defaults are looked up in a dict on every call, positional ones are not.
+        """
+        if priority is None:
+            state = self._default
+        else:
+            found = self._by_priority.get(priority)
+            if found is None:
+                raise self._unknown_priority(priority)
+            state = found
         if self._closed:
             raise QueueClosed("Cannot put into a closed queue.")
         items = state.items
@@ -482,12 +496,24 @@ class PriorityQueue(Generic[T]):
             if state.strategy is DropStrategy.BLOCK:
                 return False
             self._overflow(state, item)
+        if self._policing or deadline is not None:
+            return self._offer_policed(state, item, deadline)
+        items.append(item)
+        state.times.append(self._now())
+        state.enqueued += 1
+        self._size += 1
+        if self._getters:
+            _wake_one(self._getters)
+        return True
+
+    def _offer_policed(self, state: _LevelState[T], item: T, deadline: float | None) -> bool:
+        """The rest of _offer when a total bound, deadlines or CoDel are in play."""
         if self._size >= self._max_total and not self._make_room(state, item):
             return False
         now = self._now()
         if deadline is not None or state.expiries is not None:
             self._add_expiry(state, now, deadline)
-        items.append(item)
+        state.items.append(item)
         state.times.append(now)
         state.enqueued += 1
         if self._codel is not None and not self._size:
@@ -623,11 +649,7 @@ class PriorityQueue(Generic[T]):
         """
         state = self._level(priority)
         while True:
-            if deadline is None:
-                queued = self.offer(item, state.priority)
-            else:
-                queued = self.offer(item, state.priority, deadline=deadline)
-            if queued:
+            if self._offer(item, state.priority, deadline):
                 return
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             state.putters.append(waiter)
@@ -674,8 +696,6 @@ class PriorityQueue(Generic[T]):
             self._deficit = 0
         if state.putters:
             _wake_one(state.putters)
-        elif self._size + 1 == self._max_total:
-            self._wake_for_room()
         return items.popleft()
 
     def _choose(self) -> _LevelState[T]:

@@ -592,10 +592,7 @@ class WorkerPool:
         job._pool = self
         queue = self._queue
         try:
-            if deadline is None:
-                if not queue.offer(job, priority):
-                    await queue.put(job, priority)
-            elif not queue.offer(job, priority, deadline=deadline):
+            if not queue._offer(job, priority, deadline):
                 await queue.put(job, priority, deadline=deadline)
         except Rejected:
             self._rejected += 1
