@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "asyncperf"
 # Layer of each part of the package; "shared" parts may be imported from anywhere.
 LAYERS = {
     "asyncperf._errors": -1,
+    "asyncperf._validate": -1,
     "asyncperf.abc": -1,
     "asyncperf.loop": 0,
     "asyncperf.queues": 1,

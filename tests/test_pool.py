@@ -66,15 +66,15 @@ def accounted(stats: ap.PoolStatistics) -> int:
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"max_workers": 0}, ValueError, r"^max_workers must be >= 1$"),
+        ({"max_workers": 0}, ValueError, r"^max_workers must be >= 1, not .+$"),
         ({"max_workers": 2.0}, TypeError, r"^max_workers must be an int, not float$"),
-        ({"min_workers": -1}, ValueError, r"^min_workers must be >= 0$"),
+        ({"min_workers": -1}, ValueError, r"^min_workers must be >= 0, not .+$"),
         ({"max_workers": 2, "min_workers": 3}, ValueError, r"^min_workers must be <= max_workers$"),
-        ({"idle_timeout": 0}, ValueError, r"^idle_timeout must be > 0 and finite, not 0$"),
+        ({"idle_timeout": 0}, ValueError, r"^idle_timeout must be > 0, not 0$"),
         ({"idle_timeout": "1"}, TypeError, r"^idle_timeout must be a number, not str$"),
         ({"drain_timeout": float("nan")}, ValueError, r"^drain_timeout must be > 0"),
         ({"error_policy": "explode"}, ValueError, r"^error_policy must be one of 'isolate'"),
-        ({"max_pending": 0}, ValueError, r"^max_pending must be >= 1$"),
+        ({"max_pending": 0}, ValueError, r"^max_pending must be >= 1, not .+$"),
         (
             {"queue": [], "max_pending": None},
             TypeError,
@@ -113,11 +113,11 @@ async def test_submit_before_start_and_after_close() -> None:
 async def test_bad_submit_arguments() -> None:
     """A bad timeout or an unknown priority is refused at submit and nothing is counted."""
     async with ap.WorkerPool(2) as pool:
-        with pytest.raises(ValueError, match=r"^timeout must be > 0 and finite, not -1$"):
+        with pytest.raises(ValueError, match=r"^timeout must be > 0, not -1$"):
             _ = await pool.submit(echo, 1, timeout=-1)
         with pytest.raises(ValueError, match=r"^priority must be one of \[0, 1, 2\], not 7$"):
             _ = await pool.submit(echo, 1, priority=7)
-        with pytest.raises(ValueError, match=r"^window must be >= 1$"):
+        with pytest.raises(ValueError, match=r"^window must be >= 1, not .+$"):
             pool.map(echo, [1], window=0)
     assert pool.statistics().submitted == 0
 
@@ -509,7 +509,7 @@ async def test_deadline_drops_a_job_still_queued(clock: VirtualClock) -> None:
         assert info.value.reason is ap.DropReason.DEADLINE
         assert clock.now() - start == pytest.approx(2.0, abs=0.011)
         assert await in_time == "in time"
-        with pytest.raises(ValueError, match=r"^deadline must be > 0 and finite, not 0$"):
+        with pytest.raises(ValueError, match=r"^deadline must be > 0, not 0$"):
             _ = await pool.submit(echo, 1, deadline=0)
     stats = pool.statistics()
     assert (stats.dropped, stats.completed) == (1, 2)
@@ -642,7 +642,7 @@ async def test_resize_down_lets_running_jobs_finish() -> None:
         assert pool.statistics().workers <= 2
     # Six jobs started after the resize, each with at most one other running.
     assert all(p <= 1 for p in peaks[4:])
-    with pytest.raises(ValueError, match=r"^max_workers must be >= 1$"):
+    with pytest.raises(ValueError, match=r"^max_workers must be >= 1, not .+$"):
         pool.max_workers = 0
 
 

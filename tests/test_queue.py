@@ -25,8 +25,8 @@ def make_queue(*levels: ap.Level, **kwargs: Any) -> ap.PriorityQueue[Any]:
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"max_size": 0}, ValueError, r"^max_size must be >= 1$"),
-        ({"weight": 0}, ValueError, r"^weight must be >= 1$"),
+        ({"max_size": 0}, ValueError, r"^max_size must be >= 1, not .+$"),
+        ({"weight": 0}, ValueError, r"^weight must be >= 1, not .+$"),
         ({"max_size": 1.5}, TypeError, r"^max_size must be an int, not float$"),
         ({"weight": True}, TypeError, r"^weight must be an int, not bool$"),
         ({"strategy": "block"}, TypeError, r"^strategy must be a DropStrategy, not str$"),

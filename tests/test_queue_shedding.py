@@ -176,7 +176,7 @@ async def test_codel_sweep_sheds_while_nothing_is_taken(clock: VirtualClock) -> 
 
 def test_codel_validation() -> None:
     """CoDel settings are checked, naming the parameter."""
-    with pytest.raises(ValueError, match=r"^target must be > 0 and finite, not 0$"):
+    with pytest.raises(ValueError, match=r"^target must be > 0, not 0$"):
         ap.CoDel(target=0)
     with pytest.raises(ValueError, match=r"^target must be < interval$"):
         ap.CoDel(target=0.2, interval=0.1)
@@ -251,7 +251,7 @@ async def test_relaxing_wakes_blocked_putters() -> None:
 def test_adjust_validation() -> None:
     """Bad loads and settings are refused, naming the parameter."""
     queue: ap.PriorityQueue[Any] = ap.PriorityQueue()
-    with pytest.raises(ValueError, match=r"^load must be >= 0 and finite, not -1$"):
+    with pytest.raises(ValueError, match=r"^load must be >= 0, not -1$"):
         queue.adjust(-1)
     with pytest.raises(TypeError, match=r"^load must be a number, not str$"):
         queue.adjust("2")  # type: ignore[arg-type]
@@ -346,7 +346,7 @@ async def test_blocked_putter_wakes_when_any_level_frees_room() -> None:
 
 def test_total_bound_validation() -> None:
     """Bad totals and shares are refused, naming the parameter."""
-    with pytest.raises(ValueError, match=r"^max_total must be >= 1$"):
+    with pytest.raises(ValueError, match=r"^max_total must be >= 1, not .+$"):
         ap.PriorityQueue(max_total=0)
     with pytest.raises(TypeError, match=r"^max_total must be an int, not float$"):
         ap.PriorityQueue(max_total=1.5)  # type: ignore[arg-type]

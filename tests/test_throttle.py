@@ -42,11 +42,11 @@ def sre_probability(requests: float, accepts: float, k: float) -> float:
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"k": 0.5}, ValueError, r"^k must be >= 1$"),
-        ({"k": math.nan}, ValueError, r"^k must be >= 1$"),
+        ({"k": 0.5}, ValueError, r"^k must be >= 1, not .+$"),
+        ({"k": math.nan}, ValueError, r"^k must be >= 1, not .+$"),
         ({"k": "2"}, TypeError, r"^k must be a number, not str$"),
-        ({"window": 0}, ValueError, r"^window must be > 0$"),
-        ({"window": math.inf}, ValueError, r"^window must be finite$"),
+        ({"window": 0}, ValueError, r"^window must be > 0, not .+$"),
+        ({"window": math.inf}, ValueError, r"^window must be finite, not .+$"),
         ({"random": 0.5}, TypeError, r"^random must be callable, not float$"),
     ],
 )
@@ -188,12 +188,12 @@ def test_throttle_repr() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"initial": -1}, ValueError, r"^initial must be >= 0$"),
-        ({"multiplier": 0.5}, ValueError, r"^multiplier must be >= 1$"),
-        ({"max_delay": -0.1}, ValueError, r"^max_delay must be >= 0$"),
-        ({"max_delay": math.inf}, ValueError, r"^max_delay must be finite$"),
+        ({"initial": -1}, ValueError, r"^initial must be >= 0, not .+$"),
+        ({"multiplier": 0.5}, ValueError, r"^multiplier must be >= 1, not .+$"),
+        ({"max_delay": -0.1}, ValueError, r"^max_delay must be >= 0, not .+$"),
+        ({"max_delay": math.inf}, ValueError, r"^max_delay must be finite, not .+$"),
         ({"jitter": 1.5}, ValueError, r"^jitter must be <= 1$"),
-        ({"jitter": -0.5}, ValueError, r"^jitter must be >= 0$"),
+        ({"jitter": -0.5}, ValueError, r"^jitter must be >= 0, not .+$"),
         ({"initial": "1"}, TypeError, r"^initial must be a number, not str$"),
     ],
 )
@@ -224,12 +224,12 @@ def test_backoff_delays() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"ratio": -0.1}, ValueError, r"^ratio must be >= 0$"),
-        ({"ratio": math.nan}, ValueError, r"^ratio must be >= 0$"),
+        ({"ratio": -0.1}, ValueError, r"^ratio must be >= 0, not .+$"),
+        ({"ratio": math.nan}, ValueError, r"^ratio must be >= 0, not .+$"),
         ({"ratio": None}, TypeError, r"^ratio must be a number, not NoneType$"),
-        ({"min_per_second": -1}, ValueError, r"^min_per_second must be >= 0$"),
-        ({"window": 0.0}, ValueError, r"^window must be > 0$"),
-        ({"max_attempts": 0}, ValueError, r"^max_attempts must be >= 1$"),
+        ({"min_per_second": -1}, ValueError, r"^min_per_second must be >= 0, not .+$"),
+        ({"window": 0.0}, ValueError, r"^window must be > 0, not .+$"),
+        ({"max_attempts": 0}, ValueError, r"^max_attempts must be >= 1, not .+$"),
         ({"max_attempts": 2.0}, TypeError, r"^max_attempts must be an int, not float$"),
         ({"random": "x"}, TypeError, r"^random must be callable, not str$"),
     ],
@@ -245,7 +245,7 @@ def test_retry_budget_bad_arguments(
 def test_can_retry_validates_attempt() -> None:
     """attempt must be an int >= 1."""
     budget = RetryBudget(clock=VirtualClock())
-    with pytest.raises(ValueError, match=r"^attempt must be >= 1$"):
+    with pytest.raises(ValueError, match=r"^attempt must be >= 1, not .+$"):
         budget.can_retry(0)
     with pytest.raises(TypeError, match=r"^attempt must be an int, not bool$"):
         budget.can_retry(True)

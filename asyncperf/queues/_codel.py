@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from asyncperf._validate import check_number
 
 __all__ = ["CoDel"]
 
@@ -39,11 +40,7 @@ class CoDel:
     adaptive_lifo: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("target", "interval"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-            if not value > 0 or math.isinf(value):
-                raise ValueError(f"{name} must be > 0 and finite, not {value!r}")
+        check_number("target", self.target)
+        check_number("interval", self.interval)
         if self.target >= self.interval:
             raise ValueError("target must be < interval")

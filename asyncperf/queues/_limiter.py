@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Literal, NamedTuple
 
 from asyncperf._errors import WouldBlock
+from asyncperf._validate import check_int
 from asyncperf.abc import Clock
 from asyncperf.loop import SystemClock
 
@@ -119,12 +120,6 @@ def _is_exception_tuple(value: object) -> bool:
     return isinstance(value, tuple) and all(
         isinstance(kind, type) and issubclass(kind, BaseException) for kind in value
     )
-
-
-def _check_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    return value
 
 
 class _Algorithm:
@@ -625,7 +620,7 @@ class AdaptiveLimiter:
             ("max_limit", max_limit),
             ("window", window),
         ):
-            _check_int(name, number)
+            check_int(name, number)
         if min_limit < 1:
             raise ValueError("min_limit must be >= 1")
         if max_limit < min_limit:
@@ -694,7 +689,7 @@ class AdaptiveLimiter:
 
     @limit.setter
     def limit(self, value: int) -> None:
-        _check_int("limit", value)
+        check_int("limit", value)
         if not self._min_limit <= value <= self._max_limit:
             raise ValueError("limit must be between min_limit and max_limit")
         self._algorithm.cancel_probe()
@@ -863,7 +858,7 @@ class AdaptiveLimiter:
         """
         if not 0.0 <= latency < math.inf:
             raise ValueError("latency must be a finite number >= 0")
-        _check_int("in_flight", in_flight)
+        check_int("in_flight", in_flight)
         if in_flight < 0:
             raise ValueError("in_flight must be >= 0")
         # A job that started within _SLACK of a change counts as started after

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from asyncperf._errors import DropReason, QueueClosed, QueueEmpty, QueueFull, Rejected
+from asyncperf._validate import check_int, check_number
 from asyncperf.abc import Cancellable, Clock
 from asyncperf.loop import SystemClock
 from asyncperf.queues._codel import CoDel
@@ -77,14 +78,9 @@ class Level:
     share: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("priority", "max_size", "weight"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-        if self.max_size < 1:
-            raise ValueError("max_size must be >= 1")
-        if self.weight < 1:
-            raise ValueError("weight must be >= 1")
+        check_int("priority", self.priority)
+        check_int("max_size", self.max_size, minimum=1)
+        check_int("weight", self.weight, minimum=1)
         if not isinstance(self.strategy, DropStrategy):
             raise TypeError(f"strategy must be a DropStrategy, not {type(self.strategy).__name__}")
         if isinstance(self.share, bool) or not isinstance(self.share, int | float):
@@ -305,10 +301,7 @@ class PriorityQueue(Generic[T]):
         if not 1 < full_load < math.inf:
             raise ValueError("full_load must be > 1 and finite")
         if max_total is not None:
-            if isinstance(max_total, bool) or not isinstance(max_total, int):
-                raise TypeError(f"max_total must be an int, not {type(max_total).__name__}")
-            if max_total < 1:
-                raise ValueError("max_total must be >= 1")
+            check_int("max_total", max_total, minimum=1)
             if sum(level.share for level in level_list) > 1 + 1e-9:
                 raise ValueError("the shares of the levels must add up to 1 at most")
         self._levels: list[_LevelState[T]] = [_LevelState(level) for level in level_list]
@@ -528,11 +521,7 @@ class PriorityQueue(Generic[T]):
         """Record the deadline of the item about to be appended to ``state``."""
         expiry = None
         if deadline is not None:
-            if isinstance(deadline, bool) or not isinstance(deadline, int | float):
-                raise TypeError(f"deadline must be a number, not {type(deadline).__name__}")
-            if not deadline > 0:
-                raise ValueError(f"deadline must be > 0, not {deadline!r}")
-            expiry = now + deadline
+            expiry = now + check_number("deadline", deadline)
             self._policing = True
             if expiry < self._earliest_expiry:
                 self._earliest_expiry = expiry
@@ -877,11 +866,7 @@ class PriorityQueue(Generic[T]):
         Raises:
             ValueError: ``load`` is negative or not finite.
         """
-        if isinstance(load, bool) or not isinstance(load, int | float):
-            raise TypeError(f"load must be a number, not {type(load).__name__}")
-        if not 0 <= load < math.inf:
-            raise ValueError(f"load must be >= 0 and finite, not {load!r}")
-        self._load = float(load)
+        self._load = load = check_number("load", load, strict=False)
         pressure = min(max((load - 1) / (self._full_load - 1), 0.0), 1.0)
         count = len(self._levels)
         # Rank 0 is the least important level: it takes the first share of the pressure.

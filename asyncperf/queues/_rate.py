@@ -9,6 +9,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Self
 
+from asyncperf._validate import check_number
 from asyncperf.abc import Cancellable, Clock
 from asyncperf.loop import SystemClock
 
@@ -31,16 +32,6 @@ _UNITS = {
     "hour": 3600.0,
 }
 _RATE_TEXT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*/\s*([a-zA-Z]+)\s*")
-
-
-def _check_positive(name: str, value: object) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-    if not value > 0:  # also refuses NaN
-        raise ValueError(f"{name} must be > 0")
-    if math.isinf(value):
-        raise ValueError(f"{name} must be finite")
-    return float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +126,8 @@ class RateLimiter:
         burst: int = 1,
         clock: Clock | None = None,
     ) -> None:
-        self._rate = _check_positive("rate", rate)
-        self._per = _check_positive("per", per)
+        self._rate = check_number("rate", rate)
+        self._per = check_number("per", per)
         if type(burst) is not int:  # bool is an int, but never a burst
             raise TypeError(f"burst must be an int, not {type(burst).__name__}")
         if burst < 1:
@@ -192,7 +183,7 @@ class RateLimiter:
         return self._burst
 
     def _check_cost(self, cost: float) -> float:
-        cost = _check_positive("cost", cost)
+        cost = check_number("cost", cost)
         if cost > self._burst:
             raise ValueError(f"cost must be <= burst ({self._burst}), not {cost:g}")
         return cost

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar, TypeVarTuple
 
+from asyncperf._validate import check_int, check_number
 from asyncperf.abc import Clock
 from asyncperf.loop import SystemClock
 
@@ -32,25 +33,6 @@ Ts = TypeVarTuple("Ts")
 
 # Slack on the budget comparison: ratio * requests is a sum of floats.
 _TOLERANCE = 1e-9
-
-
-def _number(name: str, value: object, *, minimum: float, strict: bool) -> float:
-    """``value`` as a finite float >= ``minimum`` (> when ``strict``), or the error naming it."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-    if not (value > minimum if strict else value >= minimum):  # also refuses NaN
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum:g}")
-    if math.isinf(value):
-        raise ValueError(f"{name} must be finite")
-    return float(value)
-
-
-def _int(name: str, value: object, *, minimum: int) -> int:
-    if type(value) is not int:  # bool is an int, but never a count
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}")
-    return value
 
 
 def _random_source(random: Callable[[], float] | None) -> Callable[[], float]:
@@ -146,8 +128,8 @@ class Throttle:
         clock: Clock | None = None,
         random: Callable[[], float] | None = None,
     ) -> None:
-        self._k = _number("k", k, minimum=1, strict=False)
-        self._window = _number("window", window, minimum=0, strict=True)
+        self._k = check_number("k", k, minimum=1, strict=False)
+        self._window = check_number("window", window, minimum=0, strict=True)
         self._random = _random_source(random)
         self._clock = clock if clock is not None else SystemClock()
         self._now = self._clock.now
@@ -262,10 +244,10 @@ class Backoff:
     jitter: float = 1.0
 
     def __post_init__(self) -> None:
-        _number("initial", self.initial, minimum=0, strict=False)
-        _number("multiplier", self.multiplier, minimum=1, strict=False)
-        _number("max_delay", self.max_delay, minimum=0, strict=False)
-        if _number("jitter", self.jitter, minimum=0, strict=False) > 1:
+        check_number("initial", self.initial, minimum=0, strict=False)
+        check_number("multiplier", self.multiplier, minimum=1, strict=False)
+        check_number("max_delay", self.max_delay, minimum=0, strict=False)
+        if check_number("jitter", self.jitter, minimum=0, strict=False) > 1:
             raise ValueError("jitter must be <= 1")
 
     def delay(self, attempt: int, random_value: float) -> float:
@@ -356,11 +338,11 @@ class RetryBudget:
         clock: Clock | None = None,
         random: Callable[[], float] | None = None,
     ) -> None:
-        self._ratio = _number("ratio", ratio, minimum=0, strict=False)
-        floor = _number("min_per_second", min_per_second, minimum=0, strict=False)
-        self._window = _number("window", window, minimum=0, strict=True)
+        self._ratio = check_number("ratio", ratio, minimum=0, strict=False)
+        floor = check_number("min_per_second", min_per_second, minimum=0, strict=False)
+        self._window = check_number("window", window, minimum=0, strict=True)
         self._floor = floor * self._window
-        self._max_attempts = _int("max_attempts", max_attempts, minimum=1)
+        self._max_attempts = check_int("max_attempts", max_attempts, minimum=1)
         self._random = _random_source(random)
         self._clock = clock if clock is not None else SystemClock()
         self._now = self._clock.now
@@ -407,7 +389,7 @@ class RetryBudget:
             TypeError: ``attempt`` is not an int.
             ValueError: ``attempt`` < 1.
         """
-        _int("attempt", attempt, minimum=1)
+        check_int("attempt", attempt, minimum=1)
         if attempt >= self._max_attempts:
             self._exhausted += 1
             return False

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
-import math
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from asyncperf._errors import (
     QueueFull,
     Rejected,
 )
+from asyncperf._validate import check_int, check_number
 from asyncperf.abc import Cancellable, Clock
 from asyncperf.loop import SystemClock, loop_name
 from asyncperf.queues import DEFAULT_LEVELS, AdaptiveLimiter, Level, PriorityQueue
@@ -191,12 +191,8 @@ class PoolStatistics:
 
 
 def _check_positive(name: str, value: float | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-    if not value > 0 or math.isinf(value):
-        raise ValueError(f"{name} must be > 0 and finite, not {value!r}")
+    if value is not None:
+        check_number(name, value)
 
 
 class WorkerPool:
@@ -261,8 +257,8 @@ class WorkerPool:
         clock: Clock | None = None,
         name: str | None = None,
     ) -> None:
-        _check_int("max_workers", max_workers, minimum=1)
-        _check_int("min_workers", min_workers, minimum=0)
+        check_int("max_workers", max_workers, minimum=1)
+        check_int("min_workers", min_workers, minimum=0)
         if min_workers > max_workers:
             raise ValueError("min_workers must be <= max_workers")
         _check_positive("idle_timeout", idle_timeout)
@@ -278,7 +274,7 @@ class WorkerPool:
             raise ValueError("pass either queue or max_pending, not both")
         if queue is None:
             if max_pending is not None:
-                _check_int("max_pending", max_pending, minimum=1)
+                check_int("max_pending", max_pending, minimum=1)
                 levels = [
                     Level(lv.priority, max_pending, lv.strategy, lv.weight) for lv in DEFAULT_LEVELS
                 ]
@@ -348,7 +344,7 @@ class WorkerPool:
 
     @max_workers.setter
     def max_workers(self, value: int) -> None:
-        _check_int("max_workers", value, minimum=1)
+        check_int("max_workers", value, minimum=1)
         if value < self._min_workers:
             raise ValueError("max_workers must be >= min_workers")
         self._max_workers = value
@@ -695,7 +691,7 @@ class WorkerPool:
         """
         if window is None:
             window = 2 * self._max_workers
-        _check_int("window", window, minimum=1)
+        check_int("window", window, minimum=1)
         if timeout is not None:
             _check_positive("timeout", timeout)
         return MapIterator(self, fn, items, ordered, window, priority, timeout)
@@ -1032,13 +1028,6 @@ class WorkerPool:
             f"<WorkerPool {self.name} {self._active_count()}/{self._limit} busy, "
             f"{self._queue._size} pending, {self._state.value}>"
         )
-
-
-def _check_int(name: str, value: int, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}")
 
 
 class MapIterator(Generic[T, R]):
