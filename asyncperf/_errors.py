@@ -12,7 +12,10 @@ Every exception derives from :class:`AsyncPerfError`, and also from the built-in
     ├── JobTimeout                     (also TimeoutError) a job ran past its timeout
     ├── ClosedError                    (also RuntimeError) used after close
     │   ├── PoolClosed
-    │   └── QueueClosed
+    │   ├── QueueClosed
+    │   └── CacheClosed
+    ├── CacheError                     a cache could not be opened or used safely
+    │   └── UnsafeCacheDirectory       (also PermissionError) pickle refused outside a private dir
     └── InternalError                  a bug in asyncperf; please report it
 
 Bad arguments raise the built-in ``ValueError`` or ``TypeError`` with a message
@@ -26,6 +29,8 @@ import enum
 
 __all__ = [
     "AsyncPerfError",
+    "CacheClosed",
+    "CacheError",
     "ClosedError",
     "DropReason",
     "Dropped",
@@ -36,6 +41,7 @@ __all__ = [
     "QueueEmpty",
     "QueueFull",
     "Rejected",
+    "UnsafeCacheDirectory",
     "WouldBlock",
 ]
 
@@ -117,6 +123,22 @@ class PoolClosed(ClosedError):
 
 class QueueClosed(ClosedError):
     """The queue is closed: no new items, and ``get`` on an empty closed queue fails."""
+
+
+class CacheClosed(ClosedError):
+    """The cache (or one of its levels) is closed."""
+
+
+class CacheError(AsyncPerfError):
+    """A cache could not be opened or used safely."""
+
+
+class UnsafeCacheDirectory(CacheError, PermissionError):
+    """Pickle was asked for in a directory other users can write or own, with no HMAC key.
+
+    Unpickling runs code, so a pickled cache must live in a directory only its
+    owner can write (created 0700), or every value must carry an HMAC signature.
+    """
 
 
 class InternalError(AsyncPerfError):

@@ -11,12 +11,28 @@ from pathlib import Path
 from rich.console import Console
 
 import asyncperf as ap
-from bench import job_memory, overload, pool_overhead, queue_throughput
+from bench import (
+    cache_hit_ratio,
+    cache_speed,
+    disk_speed,
+    job_memory,
+    overload,
+    pool_overhead,
+    queue_throughput,
+)
 from bench._harness import Config, Harness, LoopChoice, Plan, Suite
 
 SUITES: dict[str, Suite] = {
     suite.name: suite
-    for suite in (pool_overhead.SUITE, queue_throughput.SUITE, job_memory.SUITE, overload.SUITE)
+    for suite in (
+        pool_overhead.SUITE,
+        queue_throughput.SUITE,
+        job_memory.SUITE,
+        overload.SUITE,
+        cache_speed.SUITE,
+        cache_hit_ratio.SUITE,
+        disk_speed.SUITE,
+    )
 }
 MIN_REPEAT = 5
 

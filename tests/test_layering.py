@@ -17,6 +17,7 @@ LAYERS = {
     "asyncperf.loop": 0,
     "asyncperf.queues": 1,
     "asyncperf.workers": 2,
+    "asyncperf.cache": 3,
     "asyncperf.testing": 8,
     "asyncperf.tools": 8,
 }
