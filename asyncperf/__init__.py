@@ -7,6 +7,8 @@ General layout (each layer imports only from the layers above it in this list):
                     deadlines, CoDel, shedding), AdaptiveLimiter, RateLimiter,
                     Throttle, RetryBudget
 - ``workers``   L2  WorkerPool: long-lived workers, a resizable limit, Job handles
+- ``cache``     L3  MemoryCache (eviction policies), DiskCache, TieredCache
+                    (single-flight loads), @cached
 - ``tools``     L8  the command line and its demo
 - ``testing``       virtual time for tests (not imported here)
 - ``abc``           the interfaces users implement (Clock)
@@ -16,6 +18,8 @@ Everything users need is re-exported here; the submodules are the implementation
 
 from asyncperf._errors import (
     AsyncPerfError,
+    CacheClosed,
+    CacheError,
     ClosedError,
     Dropped,
     DropReason,
@@ -26,7 +30,26 @@ from asyncperf._errors import (
     QueueEmpty,
     QueueFull,
     Rejected,
+    UnsafeCacheDirectory,
     WouldBlock,
+)
+from asyncperf.cache import (
+    MISS,
+    AiocacheLevel,
+    CachedFunction,
+    CacheEntry,
+    CacheLevel,
+    CacheStatistics,
+    DiskCache,
+    EvictionReason,
+    JsonSerializer,
+    MemoryCache,
+    MsgpackSerializer,
+    PickleSerializer,
+    Serializer,
+    TieredCache,
+    TieredStatistics,
+    cached,
 )
 from asyncperf.loop import SystemClock, available_loops, loop_name, new_event_loop, run
 from asyncperf.queues import (
@@ -56,19 +79,30 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_LEVELS",
+    "MISS",
     "AdaptiveLimiter",
+    "AiocacheLevel",
     "AsyncPerfError",
     "Backoff",
+    "CacheClosed",
+    "CacheEntry",
+    "CacheError",
+    "CacheLevel",
+    "CacheStatistics",
+    "CachedFunction",
     "ClosedError",
     "CoDel",
+    "DiskCache",
     "DropReason",
     "DropStrategy",
     "Dropped",
     "ErrorPolicy",
+    "EvictionReason",
     "InternalError",
     "Job",
     "JobState",
     "JobTimeout",
+    "JsonSerializer",
     "Level",
     "LevelStatistics",
     "LimitChange",
@@ -76,6 +110,9 @@ __all__ = [
     "LimiterStatistics",
     "LimiterToken",
     "MapIterator",
+    "MemoryCache",
+    "MsgpackSerializer",
+    "PickleSerializer",
     "PoolClosed",
     "PoolStatistics",
     "PriorityQueue",
@@ -88,13 +125,18 @@ __all__ = [
     "Rejected",
     "RetryBudget",
     "RetryBudgetStatistics",
+    "Serializer",
     "SystemClock",
     "Throttle",
     "ThrottleStatistics",
+    "TieredCache",
+    "TieredStatistics",
+    "UnsafeCacheDirectory",
     "WorkerPool",
     "WouldBlock",
     "__version__",
     "available_loops",
+    "cached",
     "loop_name",
     "new_event_loop",
     "run",

@@ -9,7 +9,7 @@ import pytest
 from bench import overload
 
 REPO = Path(__file__).resolve().parent.parent
-SUITES = {"pool", "queue", "memory", "overload"}
+SUITES = {"pool", "queue", "memory", "overload", "cache", "hit_ratio", "disk"}
 STRATEGIES = {"gather_semaphore", "pool_static", "pool_overload"}
 
 
@@ -29,7 +29,7 @@ def test_bench_quick_run_writes_every_suite(tmp_path: Path) -> None:
     data = json.loads(out.read_text(encoding="utf-8"))
     assert set(data["suites"]) == SUITES
     assert data["metadata"]["cpu_count"] == os.cpu_count()
-    for name in SUITES - {"overload"}:
+    for name in SUITES - {"overload", "hit_ratio"}:
         results = data["suites"][name]["results"]
         assert results, f"suite {name} has no results"
         for result in results:
@@ -39,7 +39,26 @@ def test_bench_quick_run_writes_every_suite(tmp_path: Path) -> None:
             assert all(sample > 0 for sample in result["samples"]), result
     pool = {r["contender"] for r in data["suites"]["pool"]["results"]}
     assert {"floor", "queue_workers", "worker_pool"} <= pool
+    cache = {r["contender"] for r in data["suites"]["cache"]["results"]}
+    assert {"dict", "cachetools", "asyncperf", "asyncperf_nowait"} <= cache
+    disk = {r["contender"] for r in data["suites"]["disk"]["results"]}
+    assert {"asyncperf", "diskcache_thread"} <= disk
+    _check_hit_ratio(data["suites"]["hit_ratio"])
     _check_overload(data["suites"]["overload"])
+
+
+def _check_hit_ratio(suite: dict[str, object]) -> None:
+    """Every policy is measured; a hit ratio is a percentage, and each bar has its figures."""
+    results = suite["results"]
+    assert isinstance(results, list)
+    assert {r["contender"] for r in results} == {"lru", "lfu", "fifo", "sieve", "tinylfu"}
+    for result in results:
+        assert result["unit"] == "%"
+        assert 0 <= result["value"] <= 100, result
+    bars = suite["bars"]
+    assert isinstance(bars, list)
+    assert bars
+    assert all(bar["contender"] == "tinylfu" for bar in bars)
 
 
 def _check_overload(suite: dict[str, object]) -> None:

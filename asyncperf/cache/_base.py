@@ -35,6 +35,8 @@ class Miss(enum.Enum):
     def __repr__(self) -> str:
         return "asyncperf.MISS"
 
+    __str__ = __repr__
+
     def __bool__(self) -> bool:
         return False
 

@@ -1,0 +1,1518 @@
+"""The L2 disk cache: an SQLite (WAL) index, small values in its rows, large ones in files.
+
+Layout of a cache directory::
+
+    index.sqlite3 (+ -wal, -shm)   one row per entry: key, size, expiry, checksum, value
+    values/ab/<hash>-<token>.val   values above ``inline_threshold``, one file each
+    tmp/                           files being written, renamed into values/ when complete
+
+Threads: every SQLite call runs on a thread the cache owns, never on the event
+loop. One writer thread holds the only writing connection of this instance;
+reader threads hold their own connections. Requests made during one iteration
+of the event loop travel as one batch: the reads as one ``SELECT ... WHERE hash
+IN (...)``, the writes as one transaction, and each batch comes back to the loop
+with one ``call_soon_threadsafe``. SQLite's locks (``BEGIN IMMEDIATE`` and a
+busy timeout) serialize the writers of several instances and processes.
+
+Crash safety: a value file is written under tmp/, closed, renamed into values/,
+and only then is its row committed; a replaced file is deleted after the commit
+that replaced it. A reader therefore finds either the old complete value or the
+new one. With ``sync=False`` (the default) this holds when the process dies;
+``sync=True`` adds fsync of files and directories and ``synchronous=FULL`` so it
+holds when the machine loses power too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import hmac
+import logging
+import os
+import queue
+import sqlite3
+import stat
+import struct
+import threading
+import time
+import warnings
+import zlib
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from time import perf_counter
+from typing import Any, Final, Literal, Self
+
+import aiofiles
+import aiofiles.os
+
+from asyncperf._errors import CacheClosed, CacheError, UnsafeCacheDirectory
+from asyncperf._validate import check_int, check_number
+from asyncperf.cache._base import (
+    MISS,
+    CacheEntry,
+    CacheStatistics,
+    EvictionReason,
+    LatencySamples,
+)
+from asyncperf.cache._serializers import (
+    Codec,
+    PickleSerializer,
+    Serializer,
+    SerializerName,
+    make_serializer,
+)
+
+__all__ = ["DiskCache", "EvictionName", "encode_key"]
+
+EvictionName = Literal["lrs", "lru"]
+
+logger = logging.getLogger("asyncperf.cache")
+
+INDEX_NAME: Final = "index.sqlite3"
+VALUES_DIR: Final = "values"
+TMP_DIR: Final = "tmp"
+SCHEMA_VERSION: Final = 1
+#: Seconds a connection waits for another's lock before the request fails.
+BUSY_TIMEOUT: Final = 10.0
+#: Files older than this with no row (or left in tmp/) are removed on open. Younger ones
+#: may belong to a write in progress in another process.
+ORPHAN_AGE: Final = 300.0
+#: Reader threads: SQLite lookups release the GIL, so a second reader overlaps the first.
+READERS: Final = 2
+#: Gets a reader takes at once (larger batches cost less per get; measured, splitting
+#: 64 gets between the two readers gained nothing, for small values or for files).
+READ_BATCH: Final = 256
+#: Hashes per ``IN (...)`` list (SQLite's variable limit is far above it).
+CHUNK: Final = 256
+#: Expired rows culled per stored entry in a write batch (bounded work per write).
+CULL_PER_SET: Final = 4
+
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS entries (
+        id INTEGER PRIMARY KEY,
+        hash BLOB NOT NULL UNIQUE,
+        key BLOB NOT NULL,
+        used INTEGER NOT NULL,
+        expires REAL,
+        size INTEGER NOT NULL,
+        checksum BLOB NOT NULL,
+        value BLOB,
+        filename TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS entries_used ON entries (used)",
+    "CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires) WHERE expires IS NOT NULL",
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    f"""INSERT OR IGNORE INTO meta VALUES
+        ('schema', {SCHEMA_VERSION}), ('size', 0), ('count', 0), ('seq', 0)""",
+    # Triggers keep the totals exact whichever process or statement changes a row.
+    """CREATE TRIGGER IF NOT EXISTS entries_insert AFTER INSERT ON entries BEGIN
+        UPDATE meta SET value = value + NEW.size WHERE name = 'size';
+        UPDATE meta SET value = value + 1 WHERE name = 'count';
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS entries_delete AFTER DELETE ON entries BEGIN
+        UPDATE meta SET value = value - OLD.size WHERE name = 'size';
+        UPDATE meta SET value = value - 1 WHERE name = 'count';
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS entries_resize AFTER UPDATE OF size ON entries BEGIN
+        UPDATE meta SET value = value + NEW.size - OLD.size WHERE name = 'size';
+    END""",
+)
+
+_UPSERT: Final = (
+    "INSERT INTO entries (hash, key, used, expires, size, checksum, value, filename) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO UPDATE SET "
+    "key = excluded.key, used = excluded.used, expires = excluded.expires, "
+    "size = excluded.size, checksum = excluded.checksum, value = excluded.value, "
+    "filename = excluded.filename"
+)
+_COLUMNS: Final = "hash, key, expires, checksum, value, filename, used"
+_LOOKUP_ONE: Final = f"SELECT {_COLUMNS} FROM entries WHERE hash = ?"
+
+
+@functools.cache
+def _lookup_sql(count: int) -> str:
+    marks = ", ".join("?" * count)
+    return f"SELECT {_COLUMNS} FROM entries WHERE hash IN ({marks})"
+
+
+@functools.cache
+def _files_sql(count: int) -> str:
+    marks = ", ".join("?" * count)
+    return f"SELECT hash, filename FROM entries WHERE hash IN ({marks})"
+
+
+# -- keys ---------------------------------------------------------------------------
+
+_KEY_TYPES: Final = "str, bytes, int, float, bool, None or a tuple of them"
+_pack_double = struct.Struct(">d").pack
+
+
+def _encode_into(key: object, out: list[bytes]) -> None:
+    # Every form starts with a type tag and is self-delimiting, so a tuple's
+    # encoding is the concatenation of its items' and no two keys collide.
+    if key is None:
+        out.append(b"n")
+    elif key is True:
+        out.append(b"t")
+    elif key is False:
+        out.append(b"f")
+    elif isinstance(key, int):
+        out.append(b"i%d;" % key)
+    elif isinstance(key, float):
+        out.append(b"d" + _pack_double(key))
+    elif isinstance(key, str):
+        data = key.encode("utf-8", "surrogatepass")
+        out.append(b"s%d:" % len(data))
+        out.append(data)
+    elif isinstance(key, bytes):
+        out.append(b"b%d:" % len(key))
+        out.append(key)
+    elif isinstance(key, tuple):
+        out.append(b"(%d:" % len(key))
+        for item in key:
+            _encode_into(item, out)
+    else:
+        raise TypeError(f"key must be {_KEY_TYPES}, not {type(key).__name__}")
+
+
+def encode_key(key: object) -> bytes:
+    """The deterministic, type-tagged bytes of a key (``1``, ``"1"`` and ``b"1"`` differ).
+
+    Raises:
+        TypeError: ``key`` (or an item of it) is not one of the accepted types.
+    """
+    if type(key) is str:
+        data = key.encode("utf-8", "surrogatepass")
+        return b"s%d:%b" % (len(data), data)
+    out: list[bytes] = []
+    _encode_into(key, out)
+    return b"".join(out)
+
+
+def _key_hash(encoded: bytes) -> bytes:
+    return hashlib.blake2b(encoded, digest_size=16).digest()
+
+
+# -- requests -----------------------------------------------------------------------
+
+# What a read resolves to: the value and its absolute expiry, or None for a miss.
+ReadResult = tuple[Any, float | None] | None
+# A read request: key hash, encoded key, wall-clock time of the call, the caller's future.
+ReadRequest = tuple[bytes, bytes, float, "asyncio.Future[Any]"]
+# A result on its way back to a loop: future (None: nobody waits), value, exception.
+Delivery = tuple["asyncio.Future[Any] | None", Any, BaseException | None]
+
+
+class _Kind:
+    SET: Final = 1
+    DELETE: Final = 2
+    CLEAR: Final = 3
+    EXPIRE: Final = 4
+    CORRUPT: Final = 5
+    TOUCH: Final = 6
+    EVICT: Final = 7
+    META: Final = 8
+    DISCARD: Final = 9
+    NOOP: Final = 10
+
+
+@dataclass(slots=True)
+class _Op:
+    """One request for the writer thread (fields unused by a kind stay at their defaults)."""
+
+    kind: int
+    fut: asyncio.Future[Any] | None = None
+    hash: bytes = b""
+    key: bytes = b""
+    value: bytes | None = None
+    #: Absolute path of the complete temp file to rename into values/ (file-backed sets).
+    tmp: str | None = None
+    #: Path relative to values/ of the value file (file-backed sets; CORRUPT: the row's).
+    filename: str | None = None
+    checksum: bytes = b""
+    size: int = 0
+    expires: float | None = None
+    hashes: list[bytes] | None = None
+    #: CORRUPT: the ``used`` stamp of the damaged row.
+    used: Any = None
+
+
+@dataclass(slots=True)
+class _Stop:
+    fut: asyncio.Future[None] | None
+
+
+_READER_DONE: Final = object()
+_STOP_READERS: Final = object()
+
+
+def _deliver(items: list[Delivery]) -> None:
+    """On the loop: hand results to the futures still waiting (cancelled ones are skipped)."""
+    for fut, value, exc in items:
+        if fut is None or fut.done():
+            continue
+        if exc is None:
+            fut.set_result(value)
+        else:
+            fut.set_exception(exc)
+
+
+def _send(items: list[Delivery]) -> None:
+    """From a thread: one ``call_soon_threadsafe`` per loop for a batch of results."""
+    waited = [item for item in items if item[0] is not None]
+    if not waited:
+        return
+    futures = [item[0] for item in waited]
+    first_loop = futures[0].get_loop()  # type: ignore[union-attr]
+    groups: dict[asyncio.AbstractEventLoop, list[Delivery]] = {first_loop: waited}
+    if any(fut.get_loop() is not first_loop for fut in futures):  # type: ignore[union-attr]
+        groups = {}
+        for item in waited:
+            groups.setdefault(item[0].get_loop(), []).append(item)  # type: ignore[union-attr]
+    for loop, batch in groups.items():
+        try:
+            loop.call_soon_threadsafe(_deliver, batch)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is left waiting for these results
+
+
+def _failure(action: str, exc: BaseException) -> CacheError:
+    error = CacheError(f"Disk cache {action} failed: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _copy_error(error: CacheError) -> CacheError:
+    # One exception object per caller: raising it sets its traceback.
+    copy = CacheError(*error.args)
+    copy.__cause__ = error.__cause__
+    return copy
+
+
+def _result(op: _Op, value: Any, exc: BaseException | None = None) -> Delivery:
+    return (op.fut, value, exc)
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make a rename in ``path`` durable (where directories can be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # Windows cannot open a directory; its renames are journaled
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _meta(conn: sqlite3.Connection, name: str) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _corrupt(row: tuple[Any, ...]) -> _Op:
+    """The op removing a damaged row (identified by its hash and ``used`` stamp)."""
+    filename = row[5]
+    return _Op(
+        _Kind.CORRUPT,
+        hash=row[0],
+        used=row[6],
+        filename=None if filename is None else _text(filename),
+    )
+
+
+def _text(column: str | bytes) -> str:
+    """A TEXT column read with ``text_factory=bytes``, as the str it was stored as."""
+    return column.decode("utf-8", "surrogateescape") if isinstance(column, bytes) else column
+
+
+def _unlink(path: str | os.PathLike[str]) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # best effort: an orphan is removed on a later open
+        logger.warning("could not remove %s: %s", path, exc)
+
+
+# -- the thread side ----------------------------------------------------------------
+
+
+class _Store:
+    """Everything the threads touch: paths, settings, queues, connections, counters.
+
+    Kept apart from :class:`DiskCache` so the threads hold no reference to the
+    cache object, which can then be collected (and warn) when never closed.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int,
+        codec: Codec,
+        serializer: Serializer,
+        hmac_key: bytes | None,
+        eviction: EvictionName,
+        sync: bool,
+        time: Callable[[], float],
+    ) -> None:
+        self.directory = directory
+        self.values = directory / VALUES_DIR
+        self.tmp = directory / TMP_DIR
+        self.index = directory / INDEX_NAME
+        self.max_bytes = max_bytes
+        self.codec = codec
+        self.serializer = serializer
+        self.hmac_key = hmac_key
+        self.lru = eviction == "lru"
+        self.sync = sync
+        self.time = time
+        # Written by the writer thread only; read anywhere (a snapshot is enough).
+        self.evictions = dict.fromkeys((reason.value for reason in EvictionReason), 0)
+        self.known_bytes = 0
+        self.known_entries = 0
+        self.open_error: CacheError | None = None
+        self.ready = threading.Event()
+        self.reads: queue.SimpleQueue[list[ReadRequest] | object] = queue.SimpleQueue()
+        self.writes: queue.SimpleQueue[list[_Op] | _Stop | object] = queue.SimpleQueue()
+        self._made_dirs: set[str] = set()
+        self.threads = [threading.Thread(target=self._writer_main, name="asyncperf-disk-writer")]
+        self.threads += [
+            threading.Thread(target=self._reader_main, name=f"asyncperf-disk-reader-{i}")
+            for i in range(READERS)
+        ]
+        for thread in self.threads:
+            # Daemon: a cache never closed must not keep the interpreter alive.
+            thread.daemon = True
+            thread.start()
+
+    # -- shared helpers -------------------------------------------------------------
+
+    def seal(self, key_hash: bytes, stored: bytes) -> bytes:
+        """The checksum of a stored value, bound to its key (an HMAC when a key is set)."""
+        if self.hmac_key is not None:
+            return hmac.digest(self.hmac_key, key_hash + stored, "sha256")
+        return zlib.crc32(stored, zlib.crc32(key_hash)).to_bytes(4, "big")
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.index,
+            timeout=BUSY_TIMEOUT,
+            isolation_level=None,  # transactions are explicit
+            cached_statements=512,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        # In WAL mode NORMAL loses no committed data when the process dies, only
+        # when the machine does; FULL survives power loss too.
+        conn.execute(f"PRAGMA synchronous = {'FULL' if self.sync else 'NORMAL'}")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        return conn
+
+    def stop(self, fut: asyncio.Future[None] | None) -> None:
+        """Ask the threads to finish what is queued and exit."""
+        self.reads.put(_STOP_READERS)
+        self.writes.put(_Stop(fut))
+
+    # -- opening --------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        # Processes opening a new directory at once race to switch it to WAL, and
+        # that switch fails at once with "database is locked" instead of waiting
+        # for the busy timeout: retry it, on this thread, for as long.
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        delay = 0.001
+        while True:
+            try:
+                return self._open_once()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _open_once(self) -> sqlite3.Connection:
+        conn = self._connect()
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise CacheError(f"SQLite refused WAL mode (journal_mode is {mode})")
+            # One transaction, so processes opening a new directory at once agree.
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            version = conn.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()[0]
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.close()
+            raise
+        if version != SCHEMA_VERSION:
+            conn.close()
+            raise CacheError(
+                f"{self.directory} holds a cache of schema {version}; this version of "
+                f"asyncperf reads schema {SCHEMA_VERSION}: use another directory"
+            )
+        self._refresh_known(conn)
+        return conn
+
+    def _cleanup(self, conn: sqlite3.Connection) -> None:
+        """Best effort: remove old temp files and value files that no row names."""
+        cutoff = time.time() - ORPHAN_AGE  # file times are wall-clock, whatever self.time is
+        with os.scandir(self.tmp) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                    _unlink(entry.path)
+        known = {
+            row[0]
+            for row in conn.execute("SELECT filename FROM entries WHERE filename IS NOT NULL")
+        }
+        with os.scandir(self.values) as subdirs:
+            for subdir in subdirs:
+                if not subdir.is_dir(follow_symlinks=False):
+                    continue
+                with os.scandir(subdir.path) as files:
+                    for entry in files:
+                        name = f"{subdir.name}/{entry.name}"
+                        if (
+                            name not in known
+                            and entry.is_file(follow_symlinks=False)
+                            and entry.stat().st_mtime < cutoff
+                        ):
+                            _unlink(entry.path)
+
+    def _refresh_known(self, conn: sqlite3.Connection) -> tuple[int, int]:
+        meta = dict(conn.execute("SELECT name, value FROM meta WHERE name IN ('size', 'count')"))
+        self.known_bytes = int(meta.get("size", 0))
+        self.known_entries = int(meta.get("count", 0))
+        return self.known_entries, self.known_bytes
+
+    # -- the writer -----------------------------------------------------------------
+
+    def _writer_main(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = self._open()
+        except Exception as exc:  # whatever it is, every request must learn of it
+            self.open_error = (
+                exc if isinstance(exc, CacheError) else _failure(f"open of {self.directory}", exc)
+            )
+        finally:
+            self.ready.set()  # readers open their connections once the schema exists
+        if conn is not None:
+            try:
+                self._cleanup(conn)
+            except Exception as exc:  # best effort: a later open tries again
+                logger.warning("cleanup of %s stopped: %s", self.directory, exc)
+        stop: _Stop | None = None
+        readers_left = READERS
+        while stop is None or readers_left:
+            items = [self.writes.get()]
+            while True:
+                try:
+                    items.append(self.writes.get_nowait())
+                except queue.Empty:
+                    break
+            ops: list[_Op] = []
+            for item in items:
+                if item is _READER_DONE:
+                    readers_left -= 1
+                elif isinstance(item, _Stop):
+                    stop = item
+                else:
+                    assert isinstance(item, list)  # only ops, sentinels and _Stop are queued
+                    ops.extend(item)
+            if not ops:
+                continue
+            if conn is None:
+                assert self.open_error is not None  # conn is None only when opening failed
+                self._fail(ops, self.open_error)
+            else:
+                try:
+                    self._write_batch(conn, ops)
+                except Exception as exc:  # a bug: fail the batch, keep the thread serving
+                    logger.exception("disk cache writer failed")
+                    if conn.in_transaction:
+                        conn.rollback()
+                    self._fail(ops, _failure("write", exc))
+        if conn is not None:
+            conn.close()
+        if stop.fut is not None:
+            _send([(stop.fut, None, None)])
+
+    def _fail(self, ops: list[_Op], error: CacheError) -> None:
+        results: list[Delivery] = []
+        for op in ops:
+            if op.tmp is not None:
+                _unlink(op.tmp)
+            if op.fut is not None:
+                results.append((op.fut, None, _copy_error(error)))
+        _send(results)
+
+    def _write_batch(self, conn: sqlite3.Connection, ops: list[_Op]) -> None:
+        """Apply ``ops`` in one transaction, then remove replaced files and deliver results."""
+        results: list[Delivery] = []
+        meta_ops: list[_Op] = []  # answered after the batch's writes
+        renamed: list[Path] = []  # value files moved in by this transaction
+        dropped: list[str] = []  # value files whose rows this transaction removed
+        evicted = dict.fromkeys(self.evictions, 0)
+        sets = 0
+        evict = False
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            seq = seq_start = _meta(conn, "seq")
+            files = self._current_files(conn, ops)
+            for op in ops:
+                kind = op.kind
+                if kind == _Kind.SET:
+                    try:
+                        if op.tmp is not None:
+                            assert op.filename is not None  # set together by the caller
+                            renamed.append(self._move_in(op.tmp, op.filename))
+                            op.tmp = None
+                    except OSError as exc:
+                        results.append(_result(op, None, _failure("write of a value file", exc)))
+                        continue
+                    seq += 1
+                    conn.execute(
+                        _UPSERT,
+                        (
+                            op.hash,
+                            op.key,
+                            seq,
+                            op.expires,
+                            op.size,
+                            op.checksum,
+                            op.value,
+                            op.filename,
+                        ),
+                    )
+                    old = files.get(op.hash)
+                    if old is not None and old != op.filename:
+                        dropped.append(old)
+                    if op.filename is None:
+                        files.pop(op.hash, None)
+                    else:
+                        files[op.hash] = op.filename
+                    sets += 1
+                    results.append(_result(op, True))
+                elif kind == _Kind.DELETE:
+                    removed = conn.execute("DELETE FROM entries WHERE hash = ?", (op.hash,))
+                    old = files.pop(op.hash, None)
+                    if old is not None:
+                        dropped.append(old)
+                    results.append(_result(op, removed.rowcount > 0))
+                elif kind == _Kind.TOUCH:
+                    assert op.hashes is not None  # TOUCH always carries its hashes
+                    rows = []
+                    for key_hash in op.hashes:
+                        seq += 1
+                        rows.append((seq, key_hash))
+                    conn.executemany("UPDATE entries SET used = ? WHERE hash = ?", rows)
+                elif kind == _Kind.CORRUPT:
+                    # Only the damaged version (`used` changes whenever the entry is
+                    # stored): a value stored since then is left alone.
+                    removed = conn.execute(
+                        "DELETE FROM entries WHERE hash = ? AND used = ?", (op.hash, op.used)
+                    )
+                    if removed.rowcount:
+                        evicted[EvictionReason.CORRUPT] += removed.rowcount
+                        if op.filename is not None:
+                            dropped.append(op.filename)
+                            files.pop(op.hash, None)
+                    results.append(_result(op, None))
+                elif kind == _Kind.EXPIRE:
+                    count = self._remove_expired(conn, None, dropped)
+                    evicted[EvictionReason.EXPIRED] += count
+                    results.append(_result(op, count))
+                elif kind == _Kind.CLEAR:
+                    dropped.extend(
+                        row[0]
+                        for row in conn.execute(
+                            "SELECT filename FROM entries WHERE filename IS NOT NULL"
+                        )
+                    )
+                    conn.execute("DELETE FROM entries")
+                    files.clear()
+                    results.append(_result(op, None))
+                elif kind == _Kind.EVICT:
+                    evict = True
+                elif kind == _Kind.META:
+                    meta_ops.append(op)
+                elif kind == _Kind.DISCARD:
+                    assert op.tmp is not None  # DISCARD always names its temp file
+                    _unlink(op.tmp)
+                    op.tmp = None
+                else:  # NOOP
+                    results.append(_result(op, None))
+            if sets:
+                evicted[EvictionReason.EXPIRED] += self._remove_expired(
+                    conn, CULL_PER_SET * sets, dropped
+                )
+            if sets or evict:
+                evicted[EvictionReason.CAPACITY] += self._evict_to_capacity(conn, dropped)
+            if seq != seq_start:
+                conn.execute("UPDATE meta SET value = ? WHERE name = 'seq'", (seq,))
+            if self.sync and renamed:
+                for directory in {path.parent for path in renamed}:
+                    _fsync_directory(directory)
+            conn.execute("COMMIT")
+        except (sqlite3.Error, OSError) as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the failed COMMIT may have rolled back already
+            for path in renamed:
+                _unlink(path)  # rolled back: no row names these files
+            error = _failure("write", exc)
+            failed: list[Delivery] = []
+            for op in ops:
+                if op.tmp is not None:
+                    _unlink(op.tmp)
+                if op.fut is not None:
+                    failed.append((op.fut, None, _copy_error(error)))
+            _send(failed)
+            return
+        for name in dropped:
+            _unlink(self.values / name)
+        for reason, count in evicted.items():
+            if count:
+                self.evictions[reason] += count
+        meta = self._refresh_known(conn)
+        results.extend(_result(op, meta) for op in meta_ops)
+        _send(results)
+
+    def _current_files(self, conn: sqlite3.Connection, ops: list[_Op]) -> dict[bytes, str]:
+        """The value files of the keys that ``ops`` store or delete (inline ones left out)."""
+        hashes = list({op.hash for op in ops if op.kind in (_Kind.SET, _Kind.DELETE)})
+        files: dict[bytes, str] = {}
+        for start in range(0, len(hashes), CHUNK):
+            chunk = hashes[start : start + CHUNK]
+            for key_hash, filename in conn.execute(_files_sql(len(chunk)), chunk):
+                if filename is not None:
+                    files[key_hash] = filename
+        return files
+
+    def _move_in(self, tmp: str, filename: str) -> Path:
+        """Rename a complete temp file to its place under values/ (before its row commits)."""
+        final = self.values / filename
+        parent = final.parent
+        if parent.name not in self._made_dirs:
+            parent.mkdir(mode=0o700, exist_ok=True)
+            self._made_dirs.add(parent.name)
+        os.replace(tmp, final)
+        return final
+
+    def _remove_expired(
+        self, conn: sqlite3.Connection, limit: int | None, dropped: list[str]
+    ) -> int:
+        sql = "SELECT id, filename FROM entries WHERE expires <= ? ORDER BY expires"
+        args: tuple[float, ...] | tuple[float, int] = (self.time(),)
+        if limit is not None:
+            sql += " LIMIT ?"
+            args = (self.time(), limit)
+        rows = conn.execute(sql, args).fetchall()
+        if rows:
+            conn.executemany("DELETE FROM entries WHERE id = ?", [(row[0],) for row in rows])
+            dropped.extend(row[1] for row in rows if row[1] is not None)
+        return len(rows)
+
+    def _evict_to_capacity(self, conn: sqlite3.Connection, dropped: list[str]) -> int:
+        excess = _meta(conn, "size") - self.max_bytes
+        if excess <= 0:
+            return 0
+        victims: list[tuple[int]] = []
+        # Oldest `used` first: least recently stored (lrs) or used (lru).
+        cursor = conn.execute("SELECT id, filename, size FROM entries ORDER BY used, id")
+        try:
+            for row_id, filename, size in cursor:
+                victims.append((row_id,))
+                if filename is not None:
+                    dropped.append(filename)
+                excess -= size
+                if excess <= 0:
+                    break
+        finally:
+            cursor.close()
+        conn.executemany("DELETE FROM entries WHERE id = ?", victims)
+        return len(victims)
+
+    # -- the readers ----------------------------------------------------------------
+
+    def _reader_main(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            self.ready.wait()
+            error = self.open_error
+            if error is None:
+                try:
+                    conn = self._connect()
+                    # Damage can turn a BLOB into invalid TEXT: read every column as bytes
+                    # so such a row is a checksum failure, not an error for the whole batch.
+                    conn.text_factory = bytes
+                except Exception as exc:
+                    error = _failure(f"open of {self.directory}", exc)
+            stopping = False
+            while not stopping:
+                item = self.reads.get()
+                batch: list[ReadRequest] = []
+                while True:
+                    if item is _STOP_READERS:
+                        stopping = True
+                        break
+                    assert isinstance(item, list)  # only request lists and the sentinel
+                    batch.extend(item)
+                    if len(batch) >= READ_BATCH:
+                        break  # leave the rest to another reader
+                    try:
+                        item = self.reads.get_nowait()
+                    except queue.Empty:
+                        break
+                if not batch:
+                    continue
+                if conn is None:
+                    assert error is not None  # no connection only when opening failed
+                    _send([(req[3], None, _copy_error(error)) for req in batch])
+                else:
+                    self._read_batch(conn, batch)
+        finally:
+            self.reads.put(_STOP_READERS)  # for the other readers
+            if conn is not None:
+                conn.close()
+            self.writes.put(_READER_DONE)
+
+    def _read_batch(self, conn: sqlite3.Connection, batch: list[ReadRequest]) -> None:
+        results: list[Delivery] = []
+        damaged: list[_Op] = []
+        touched: list[bytes] = []
+        try:
+            hashes = list({req[0] for req in batch})
+            rows: dict[bytes, tuple[Any, ...]] = {}
+            for start in range(0, len(hashes), CHUNK):
+                chunk = hashes[start : start + CHUNK]
+                for row in conn.execute(_lookup_sql(len(chunk)), chunk).fetchall():
+                    rows[row[0]] = row
+            for key_hash, key, now, fut in batch:
+                if fut.done():
+                    continue  # cancelled while queued: its result is not wanted
+                row = rows.get(key_hash)
+                if row is None:
+                    results.append((fut, None, None))
+                    continue
+                try:
+                    expires = row[2]
+                    if expires is not None and expires <= now:
+                        results.append((fut, None, None))  # culled by a later write
+                        continue
+                    found = self._decode_row(conn, row, key, rows)
+                except sqlite3.Error:
+                    raise
+                except Exception:
+                    # A damaged column (a wrong type, say): the entry is unusable.
+                    found = _corrupt(row)
+                if found is MISS:
+                    results.append((fut, None, None))
+                    continue
+                if isinstance(found, _Op):
+                    found.fut = fut
+                    damaged.append(found)
+                    continue
+                # The row may have been looked up again (its file was replaced).
+                results.append((fut, (found, rows[key_hash][2]), None))
+                if self.lru:
+                    touched.append(key_hash)
+        except Exception as exc:
+            # SQLite failed (or a bug): the whole batch fails, the thread carries on.
+            error = _failure("read", exc)
+            _send([(req[3], None, _copy_error(error)) for req in batch])
+            return
+        if damaged or touched:
+            # The writer removes damaged entries and then answers their gets with a miss,
+            # so a caller who saw the miss also sees the entry gone.
+            ops = damaged
+            if touched:
+                ops.append(_Op(_Kind.TOUCH, hashes=touched))
+            self.writes.put(ops)
+        _send(results)
+
+    def _decode_row(
+        self,
+        conn: sqlite3.Connection,
+        row: tuple[Any, ...],
+        key: bytes,
+        rows: dict[bytes, tuple[Any, ...]],
+    ) -> Any:
+        """The value of a row; MISS if it vanished; a CORRUPT op (for the writer) if damaged."""
+        key_hash = row[0]
+        if row[1] != key:
+            # Only damage makes two keys share a 128-bit hash in practice.
+            return _corrupt(row)
+        stored = row[4]
+        if row[5] is not None:
+            # A writer may replace the file between our SELECT and the read: the row
+            # then names a new file, so look again (twice) before calling it damaged.
+            stored = None
+            for _ in range(3):
+                try:
+                    with open(self.values / _text(row[5]), "rb") as file:
+                        stored = file.read()
+                    break
+                except FileNotFoundError:
+                    fresh = conn.execute(_LOOKUP_ONE, (key_hash,)).fetchone()
+                    if fresh is None or fresh[1] != key:
+                        return MISS  # deleted meanwhile: a plain miss
+                    if fresh[5] == row[5]:
+                        break  # the row still names the missing file
+                    row = rows[key_hash] = fresh
+                    if row[5] is None:
+                        stored = row[4]
+                        break
+                except OSError:
+                    break
+        if not isinstance(stored, bytes) or not hmac.compare_digest(
+            self.seal(key_hash, stored), row[3]
+        ):
+            return _corrupt(row)
+        try:
+            return self.serializer.loads(self.codec.decode(stored))
+        except Exception:
+            # Checksummed bytes that do not load: written by another serializer or a
+            # changed class. The entry is useless to this cache either way.
+            return _corrupt(row)
+
+
+# -- the event loop side ------------------------------------------------------------
+
+
+def _prepare_directory(path: Path, *, private: bool) -> None:
+    """Create ``path`` (0700) if missing; when ``private``, refuse one others could write.
+
+    Raises:
+        UnsafeCacheDirectory: ``private`` and the directory is owned by another user
+            or writable by its group or others.
+        CacheError: the path exists and is not a directory, or cannot be created.
+    """
+    try:
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+            info = os.stat(path)
+    except OSError as exc:
+        raise CacheError(f"Cannot create the cache directory {path}: {exc}") from exc
+    if not stat.S_ISDIR(info.st_mode):
+        raise CacheError(f"The cache directory {path} exists and is not a directory")
+    try:
+        # Here rather than on the writer thread: a set may write a value file at once.
+        for sub in (VALUES_DIR, TMP_DIR):
+            (path / sub).mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise CacheError(f"Cannot create the cache directory {path / sub}: {exc}") from exc
+    if not private:
+        return
+    getuid = getattr(os, "getuid", None)
+    if getuid is not None and info.st_uid != getuid():
+        raise UnsafeCacheDirectory(
+            f"Refusing pickle in {path}: it is owned by another user (uid {info.st_uid}). "
+            "Use a directory of your own, pass hmac_key=, or serializer='json'/'msgpack'."
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeCacheDirectory(
+            f"Refusing pickle in {path}: its group or other users can write to it "
+            f"(mode {stat.filemode(info.st_mode)}). Run chmod 700 on it, pass hmac_key=, "
+            "or use serializer='json'/'msgpack'."
+        )
+
+
+class _Lane:
+    """The requests one event loop made during its current iteration, sent as two batches."""
+
+    __slots__ = ("reads", "store", "writes")
+
+    def __init__(self, store: _Store) -> None:
+        self.store = store
+        self.reads: list[ReadRequest] = []
+        self.writes: list[_Op] = []
+
+    def flush_reads(self) -> None:
+        batch = self.reads
+        if batch:
+            self.reads = []
+            size = READ_BATCH
+            if len(batch) <= size:
+                self.store.reads.put(batch)
+            else:
+                # Pieces, so that every reader thread takes a share.
+                for start in range(0, len(batch), size):
+                    self.store.reads.put(batch[start : start + size])
+
+    def flush_writes(self) -> None:
+        batch = self.writes
+        if batch:
+            self.writes = []
+            self.store.writes.put(batch)
+
+
+_fsync = aiofiles.os.wrap(os.fsync)
+
+
+async def _write_temp(path: str, stored: bytes, *, sync: bool) -> None:
+    async with aiofiles.open(path, "xb") as file:
+        await file.write(stored)
+        if sync:
+            await file.flush()
+            await _fsync(file.fileno())
+
+
+def _discarder(store: _Store, path: str) -> Callable[[asyncio.Future[None]], None]:
+    """A done callback that has the writer thread remove an unused temp file."""
+
+    def discard(task: asyncio.Future[None]) -> None:
+        if not task.cancelled():
+            task.exception()  # reported to the caller already
+        store.writes.put([_Op(_Kind.DISCARD, tmp=path)])
+
+    return discard
+
+
+class DiskCache:
+    """The L2 cache: bounded in bytes, on disk, shared by processes, surviving restarts.
+
+    An SQLite database in WAL mode indexes the entries; values of up to
+    ``inline_threshold`` bytes (as stored: serialized, maybe compressed) live
+    in its rows, larger ones in files written through aiofiles to a temporary
+    name and renamed into place before their row commits, so a reader (or a
+    process restarted after a crash) sees the old value or the new one, never
+    a torn one. Every stored value carries a checksum of its bytes (an
+    HMAC-SHA256 when ``hmac_key`` is given): a damaged entry reads as a miss, is
+    removed, and is counted under ``EvictionReason.CORRUPT``.
+
+    Every SQLite call runs on threads the cache owns (one writer, two readers,
+    each with its own connection). Calls made in the same iteration of the event
+    loop are coalesced: the gets go to a reader as one query, the sets and
+    deletes to the writer as one transaction, and the results come back with one
+    wake-up of the loop per batch. Several caches (in one process, on several
+    event loops, or in several processes) may share one directory; SQLite's locks
+    order their writes.
+
+    The cache holds at most ``max_bytes`` (each entry counts its encoded key and
+    stored value). When a write takes it over the bound it evicts the least
+    recently *stored* entries (``eviction="lrs"``: reads never become writes) or
+    the least recently *used* (``"lru"``: hits are recorded by the writer in its
+    next transaction). Each write batch also removes a few expired entries.
+
+    Keys are str, bytes, int, float, bool, None and tuples of them, encoded with
+    their type, so ``1``, ``1.0``, ``"1"`` and ``b"1"`` are four keys. Values
+    are serialized with ``serializer``: ``"pickle"`` (anything picklable),
+    ``"json"``, ``"msgpack"``, or your own :class:`~asyncperf.cache.Serializer`.
+    Unpickling runs code, so pickle is allowed only in a private directory
+    (created 0700; an existing one must be owned by you and writable by nobody
+    else) unless ``hmac_key`` signs every value. TTLs are wall-clock seconds, so
+    they keep running while no process has the cache open.
+
+    Cancellation: a cancelled ``get`` leaves its batch alone and is answered by
+    nobody. A ``set`` cancelled before its value reached the writer stores
+    nothing (a half-written value file is removed); one cancelled after may
+    still be stored. Statistics (``entries``, ``bytes``) are as of this
+    instance's last write; :meth:`count` and :meth:`volume` ask the database.
+
+    Args:
+        directory: where the cache lives; created (0700) if missing.
+        max_bytes: the bound on stored bytes; an entry larger than it is refused.
+        serializer: ``"pickle"``, ``"json"``, ``"msgpack"`` or a Serializer object.
+        hmac_key: sign and verify every value with HMAC-SHA256 under this key.
+        compress_threshold: zstd-compress serialized values above this many bytes
+            (None: never). Values stored under any setting read back under any other.
+        compress_level: the zstd level (1-22).
+        inline_threshold: stored values above this many bytes go to their own file.
+        eviction: ``"lrs"`` (least recently stored) or ``"lru"`` (least recently used).
+        default_ttl: seconds an entry lives when ``set`` gives no ``ttl`` (None: forever).
+        sync: fsync value files, their directories and every commit, for safety on
+            power loss; without it a crash of the process loses nothing committed.
+        name: the level's name in statistics.
+        time: the wall clock for TTLs (seconds since the epoch; called from threads).
+
+    Raises:
+        UnsafeCacheDirectory: pickle without ``hmac_key`` in a directory another user
+            owns or that others can write.
+        CacheError: ``directory`` cannot be created or is not a directory.
+        TypeError, ValueError: a bad argument (the message names it).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_bytes: int = 1 << 30,
+        serializer: SerializerName | Serializer = "pickle",
+        hmac_key: bytes | None = None,
+        compress_threshold: int | None = None,
+        compress_level: int = 3,
+        inline_threshold: int = 32_768,
+        eviction: EvictionName = "lrs",
+        default_ttl: float | None = None,
+        sync: bool = False,
+        name: str = "disk",
+        time: Callable[[], float] = time.time,
+    ) -> None:
+        # Set first: __del__ runs even when this constructor raises.
+        self._store: _Store | None = None
+        self._closed = True
+        try:
+            path = Path(os.fspath(directory)).absolute()
+        except TypeError:
+            raise TypeError(
+                f"directory must be a str or a path, not {type(directory).__name__}"
+            ) from None
+        max_bytes = check_int("max_bytes", max_bytes, minimum=1)
+        codec = Codec(compress_threshold, compress_level)
+        self._inline_threshold = check_int("inline_threshold", inline_threshold, minimum=0)
+        if eviction not in ("lrs", "lru"):
+            raise ValueError(f"eviction must be 'lrs' or 'lru', not {eviction!r}")
+        self._default_ttl = (
+            None if default_ttl is None else check_number("default_ttl", default_ttl)
+        )
+        if not isinstance(sync, bool):
+            raise TypeError(f"sync must be a bool, not {type(sync).__name__}")
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        if not name:
+            raise ValueError("name must not be empty")
+        if not callable(time):
+            raise TypeError(f"time must be callable, not {type(time).__name__}")
+        if hmac_key is not None:
+            if not isinstance(hmac_key, bytes):
+                raise TypeError(f"hmac_key must be bytes, not {type(hmac_key).__name__}")
+            if not hmac_key:
+                raise ValueError("hmac_key must not be empty")
+        chosen = make_serializer(serializer)
+        _prepare_directory(path, private=isinstance(chosen, PickleSerializer) and hmac_key is None)
+        self._name = name
+        self._eviction: EvictionName = eviction
+        self._time = time
+        self._directory = path
+        self._hits = 0
+        self._misses = 0
+        self._sets = 0
+        self._deletes = 0
+        self._too_large = 0
+        self._latency = LatencySamples()
+        self._lanes: dict[asyncio.AbstractEventLoop, _Lane] = {}
+        self._lane_loop: asyncio.AbstractEventLoop | None = None
+        self._lane: _Lane | None = None
+        self._closing: asyncio.Future[None] | None = None
+        self._file_writes: set[asyncio.Future[None]] = set()
+        self._store = _Store(
+            path,
+            max_bytes=max_bytes,
+            codec=codec,
+            serializer=chosen,
+            hmac_key=hmac_key,
+            eviction=eviction,
+            sync=sync,
+            time=time,
+        )
+        self._closed = False
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _live(self) -> _Store:
+        if self._closed or self._store is None:
+            raise CacheClosed("Cannot use a DiskCache that has been closed.")
+        return self._store
+
+    def _lane_of(self, loop: asyncio.AbstractEventLoop) -> _Lane:
+        lane = self._lanes.get(loop)
+        if lane is None:
+            for other in [other for other in self._lanes if other.is_closed()]:
+                del self._lanes[other]
+            lane = self._lanes[loop] = _Lane(self._live())
+        self._lane_loop = loop
+        self._lane = lane
+        return lane
+
+    def _read(self, key: Hashable) -> asyncio.Future[ReadResult]:
+        encoded = encode_key(key)
+        self._live()
+        loop = asyncio.get_running_loop()
+        lane = self._lane if self._lane_loop is loop else self._lane_of(loop)
+        assert lane is not None  # _lane is set whenever _lane_loop is
+        fut: asyncio.Future[ReadResult] = loop.create_future()
+        reads = lane.reads
+        reads.append((_key_hash(encoded), encoded, self._time(), fut))
+        if len(reads) == 1:
+            loop.call_soon(lane.flush_reads)
+        return fut
+
+    def _write(self, op: _Op) -> asyncio.Future[Any]:
+        if self._closed and op.tmp is not None and self._store is not None:
+            # Closed while its file was written: best effort, the file is not needed.
+            self._store.writes.put([_Op(_Kind.DISCARD, tmp=op.tmp)])
+        self._live()
+        loop = asyncio.get_running_loop()
+        lane = self._lane if self._lane_loop is loop else self._lane_of(loop)
+        assert lane is not None  # _lane is set whenever _lane_loop is
+        op.fut = fut = loop.create_future()
+        writes = lane.writes
+        writes.append(op)
+        if len(writes) == 1:
+            loop.call_soon(lane.flush_writes)
+        return fut
+
+    def _expires(self, ttl: float | None) -> float | None:
+        if ttl is None:
+            ttl = self._default_ttl
+            if ttl is None:
+                return None
+        else:
+            ttl = check_number("ttl", ttl)
+        return self._time() + ttl
+
+    def _seal(self, key_hash: bytes, payload: bytes) -> tuple[bytes, bytes]:
+        store = self._live()
+        stored = store.codec.encode(payload)
+        return stored, store.seal(key_hash, stored)
+
+    def _encode(
+        self, key: Hashable, value: Any, ttl: float | None
+    ) -> tuple[bytes, bytes, float | None, bytes]:
+        """Check and serialize an entry: encoded key, its hash, absolute expiry, payload."""
+        store = self._live()
+        encoded = encode_key(key)
+        expires = self._expires(ttl)
+        return encoded, _key_hash(encoded), expires, store.serializer.dumps(value)
+
+    def _prepare_small(
+        self, encoded: bytes, key_hash: bytes, expires: float | None, payload: bytes
+    ) -> _Op | None:
+        """The SET op of a payload that stays inline; None when too large."""
+        stored, checksum = self._seal(key_hash, payload)
+        size = len(encoded) + len(stored)
+        if size > self._live().max_bytes:
+            return None
+        op = _Op(_Kind.SET, hash=key_hash, key=encoded, value=stored, checksum=checksum)
+        op.size = size
+        op.expires = expires
+        return op
+
+    async def _prepare_large(
+        self, encoded: bytes, key_hash: bytes, expires: float | None, payload: bytes
+    ) -> _Op | None:
+        """The SET op of a large payload, its file written unless it compressed to inline."""
+        store = self._live()
+        if store.codec.threshold is not None or store.hmac_key is not None:
+            # Compressing or signing a large value takes long enough to stall the loop.
+            loop = asyncio.get_running_loop()
+            stored, checksum = await loop.run_in_executor(None, self._seal, key_hash, payload)
+        else:
+            stored, checksum = self._seal(key_hash, payload)
+        size = len(encoded) + len(stored)
+        if size > store.max_bytes:
+            return None
+        op = _Op(_Kind.SET, hash=key_hash, key=encoded, checksum=checksum, size=size)
+        op.expires = expires
+        if len(stored) > self._inline_threshold:
+            await self._write_file(op, stored)
+        else:
+            op.value = stored
+        return op
+
+    async def _write_file(self, op: _Op, stored: bytes) -> None:
+        """Write ``stored`` to a new temp file; the writer renames it when it commits the row."""
+        store = self._live()
+        name = op.hash.hex()
+        token = os.urandom(8).hex()
+        tmp = os.path.join(store.tmp, f"{name}-{token}.tmp")
+        # Its own task, owned by the cache (aclose waits for it): a cancelled caller
+        # cannot stop a thread that is creating the file, so the file is removed
+        # once the write has settled rather than while it may still appear.
+        writing = asyncio.ensure_future(_write_temp(tmp, stored, sync=store.sync))
+        self._file_writes.add(writing)
+        writing.add_done_callback(self._file_writes.discard)
+        try:
+            await asyncio.shield(writing)
+        except BaseException as exc:
+            # Cancelled or failed before the writer saw it: nothing is stored.
+            writing.add_done_callback(_discarder(store, tmp))
+            if isinstance(exc, OSError):
+                raise _failure("write of a value file", exc) from exc
+            raise
+        op.tmp = tmp
+        op.filename = f"{name[:2]}/{name}-{token}.val"
+
+    async def _refuse(self, key_hash: bytes) -> bool:
+        # The caller meant to replace the key's value: a read must not return the older one.
+        self._too_large += 1
+        await self._write(_Op(_Kind.DELETE, hash=key_hash))
+        return False
+
+    # -- the level API --------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The level's name in statistics."""
+        return self._name
+
+    @property
+    def directory(self) -> Path:
+        """The cache directory (absolute)."""
+        return self._directory
+
+    @property
+    def size(self) -> int:
+        """Bytes held, as of this instance's last write (:meth:`volume` asks the database)."""
+        return 0 if self._store is None else self._store.known_bytes
+
+    @property
+    def max_bytes(self) -> int:
+        """The bound on bytes held."""
+        assert self._store is not None  # a constructed cache always has its store
+        return self._store.max_bytes
+
+    async def get(self, key: Hashable, default: Any = MISS) -> Any:
+        """The value stored under ``key``, or ``default`` (MISS unless given) on a miss.
+
+        Raises:
+            TypeError: ``key`` is not of an accepted type.
+            CacheClosed: the cache is closed.
+            CacheError: the database cannot be read (a damaged entry is a miss).
+        """
+        start = perf_counter()
+        found = await self._read(key)
+        if found is None:
+            self._misses += 1
+            return default
+        self._hits += 1
+        self._latency.add(perf_counter() - start)
+        return found[0]
+
+    async def get_entry(self, key: Hashable) -> CacheEntry | None:
+        """The value and the seconds it has left (None: no expiry), or None on a miss."""
+        start = perf_counter()
+        found = await self._read(key)
+        if found is None:
+            self._misses += 1
+            return None
+        self._hits += 1
+        self._latency.add(perf_counter() - start)
+        value, expires = found
+        return CacheEntry(value, None if expires is None else max(0.0, expires - self._time()))
+
+    async def get_many(self, keys: Iterable[Hashable]) -> dict[Hashable, CacheEntry]:
+        """The entries found among ``keys``, looked up in one batch (missing keys left out)."""
+        start = perf_counter()
+        wanted = list(keys)
+        for key in wanted:
+            encode_key(key)  # a bad key raises before any lookup is queued
+        pending = [(key, self._read(key)) for key in wanted]
+        found: dict[Hashable, CacheEntry] = {}
+        for key, fut in pending:
+            result = await fut
+            if result is None:
+                self._misses += 1
+                continue
+            self._hits += 1
+            self._latency.add(perf_counter() - start)
+            value, expires = result
+            ttl = None if expires is None else max(0.0, expires - self._time())
+            found[key] = CacheEntry(value, ttl)
+        return found
+
+    async def set(self, key: Hashable, value: Any, ttl: float | None = None) -> bool:
+        """Store ``value`` under ``key`` for ``ttl`` seconds (None: ``default_ttl``).
+
+        Returns:
+            True once the value is committed; False when it is larger than
+            ``max_bytes`` (counted as TOO_LARGE; the key's previous value is removed).
+
+        Raises:
+            TypeError: ``key`` is not of an accepted type, or the serializer cannot
+                hold ``value``.
+            ValueError: ``ttl`` is not a positive number of seconds.
+            CacheClosed: the cache is closed.
+            CacheError: the value could not be written (disk full, database locked).
+        """
+        encoded, key_hash, expires, payload = self._encode(key, value, ttl)
+        if len(payload) > self._inline_threshold:
+            op = await self._prepare_large(encoded, key_hash, expires, payload)
+        else:
+            op = self._prepare_small(encoded, key_hash, expires, payload)
+        if op is None:
+            return await self._refuse(key_hash)
+        stored: bool = await self._write(op)
+        if stored:
+            self._sets += 1
+        return stored
+
+    async def set_many(self, items: Iterable[tuple[Hashable, Any, float | None]]) -> int:
+        """Store ``(key, value, ttl)`` items in one transaction; how many were stored.
+
+        Every key, ttl and value is checked (and serialized) before anything is
+        written, so a bad item raises and stores nothing.
+        """
+        encoded = [self._encode(key, value, ttl) for key, value, ttl in items]
+        ops: list[_Op | BaseException | None] = []
+        large: list[int] = []
+        for index, (key_bytes, key_hash, expires, payload) in enumerate(encoded):
+            if len(payload) > self._inline_threshold:
+                large.append(index)
+                ops.append(None)
+            else:
+                ops.append(self._prepare_small(key_bytes, key_hash, expires, payload))
+        if large:
+            written = await asyncio.gather(
+                *(self._prepare_large(*encoded[index]) for index in large),
+                return_exceptions=True,
+            )
+            for index, result in zip(large, written, strict=True):
+                ops[index] = result
+            errors = [result for result in written if isinstance(result, BaseException)]
+            if errors:
+                store = self._live()
+                for result in written:
+                    if isinstance(result, _Op) and result.tmp is not None:
+                        store.writes.put([_Op(_Kind.DISCARD, tmp=result.tmp)])
+                raise errors[0]
+        futures: list[asyncio.Future[Any]] = []
+        for (_key_bytes, key_hash, _expires, _payload), op in zip(encoded, ops, strict=True):
+            if op is None:
+                self._too_large += 1
+                futures.append(self._write(_Op(_Kind.DELETE, hash=key_hash)))
+            else:
+                assert isinstance(op, _Op)  # exceptions were raised above
+                futures.append(self._write(op))
+        stored = 0
+        for fut in futures:
+            if await fut is True:
+                stored += 1
+        self._sets += stored
+        return stored
+
+    async def delete(self, key: Hashable) -> bool:
+        """Remove ``key``; whether it was present."""
+        removed: bool = await self._write(_Op(_Kind.DELETE, hash=_key_hash(encode_key(key))))
+        if removed:
+            self._deletes += 1
+        return removed
+
+    async def clear(self) -> None:
+        """Remove every entry (of every process sharing the directory)."""
+        await self._write(_Op(_Kind.CLEAR))
+
+    async def expire(self) -> int:
+        """Remove every expired entry now; how many were removed (counted as EXPIRED)."""
+        removed: int = await self._write(_Op(_Kind.EXPIRE))
+        return removed
+
+    async def count(self) -> int:
+        """Entries in the database now (all processes' writes included)."""
+        entries, _bytes = await self._write(_Op(_Kind.META))
+        return int(entries)
+
+    async def volume(self) -> int:
+        """Bytes held in the database now (all processes' writes included)."""
+        _entries, held = await self._write(_Op(_Kind.META))
+        return int(held)
+
+    def set_capacity(self, *, max_entries: int | None = None, max_bytes: int | None = None) -> None:
+        """Change the bound; shrinking it schedules the evictions on the writer thread.
+
+        Raises:
+            ValueError: ``max_entries`` is given (the disk cache bounds bytes only),
+                or ``max_bytes`` is below 1.
+            CacheClosed: the cache is closed.
+        """
+        store = self._live()
+        if max_entries is not None:
+            raise ValueError("max_entries is not supported by DiskCache: bound it with max_bytes")
+        if max_bytes is None:
+            return
+        max_bytes = check_int("max_bytes", max_bytes, minimum=1)
+        shrinking = max_bytes < store.max_bytes
+        store.max_bytes = max_bytes
+        if shrinking:
+            store.writes.put([_Op(_Kind.EVICT)])
+
+    def statistics(self) -> CacheStatistics:
+        """A snapshot of the counters (entries and bytes as of this instance's last write)."""
+        store = self._store
+        assert store is not None  # a constructed cache always has its store
+        evictions = dict(store.evictions)
+        evictions[EvictionReason.TOO_LARGE] += self._too_large
+        p50, p99 = self._latency.percentiles()
+        return CacheStatistics(
+            name=self._name,
+            policy=self._eviction,
+            entries=store.known_entries,
+            bytes=store.known_bytes,
+            max_entries=None,
+            max_bytes=store.max_bytes,
+            hits=self._hits,
+            misses=self._misses,
+            sets=self._sets,
+            deletes=self._deletes,
+            evictions=evictions,
+            hit_latency_p50=p50,
+            hit_latency_p99=p99,
+        )
+
+    # -- lifetime -------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Finish the queued requests, stop the threads and close the connections.
+
+        Idempotent; every call afterwards (but this one) raises CacheClosed.
+        """
+        store = self._store
+        if store is None:
+            return
+        if not self._closed:
+            self._closed = True
+            if self._file_writes:
+                # Let the temp files of cancelled sets settle, so the writer removes them.
+                await asyncio.gather(*self._file_writes, return_exceptions=True)
+            for lane in self._lanes.values():
+                lane.flush_reads()
+                lane.flush_writes()
+            self._closing = asyncio.get_running_loop().create_future()
+            store.stop(self._closing)
+        if self._closing is not None and not self._closing.done():
+            await asyncio.shield(self._closing)
+        for thread in store.threads:
+            thread.join()  # they have finished their work and are returning
+
+    async def __aenter__(self) -> Self:
+        """Wait until the directory is open (schema checked, orphans removed).
+
+        Raises:
+            CacheError: the database could not be opened (the cache is then closed).
+        """
+        try:
+            await self._write(_Op(_Kind.NOOP))
+        except CacheError:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        store = self._store
+        held = "" if store is None else f", {store.known_bytes:,}/{store.max_bytes:,} bytes"
+        return (
+            f"<DiskCache {self._name!r} {state} at {str(getattr(self, '_directory', '?'))!r}{held}>"
+        )
+
+    def __del__(self) -> None:
+        store = getattr(self, "_store", None)
+        if store is not None and not self._closed:
+            self._closed = True
+            store.stop(None)
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=1, source=self)
