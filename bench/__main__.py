@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="asyncperf benchmarks: WorkerPool and PriorityQueue against the stock "
-        "asyncio patterns and the peers (aiojobs, aiometer, anyio). Figures are medians of "
+        "asyncio patterns and the peers (aiojobs, aiometer, anyio); the caches against "
+        "cachetools, async-lru, aiocache, cashews and diskcache. Figures are medians of "
         "the repetitions, each in a fresh event loop after a warm-up run.",
     )
     parser.add_argument(
