@@ -191,6 +191,36 @@ async def test_static_and_class_methods() -> None:
     assert key == (f"{__name__}.Repository.build", 3)
 
 
+class Outside:
+    """@cached written above @staticmethod and @classmethod (the other order)."""
+
+    @cached(TIER)
+    @staticmethod
+    async def static(item: int) -> int:
+        return item + 1
+
+    @cached(TIER)
+    @classmethod
+    async def build(cls, item: int) -> str:
+        return f"{cls.__name__}:{item}"
+
+
+async def test_cached_above_static_and_class_methods() -> None:
+    """Above @staticmethod or @classmethod, @cached keeps the method's kind: it is called
+    through the class and through an instance, and its key is as in the usual order."""
+    await _reset()
+    # Type checkers bind the first parameter through the wrapper's type in this order (the
+    # runtime does not), so the class is used untyped here.
+    outside: Any = Outside
+    assert await outside.static(1) == 2
+    assert await outside().static(2) == 3
+    assert outside.static.cache_key(1) == (f"{__name__}.Outside.static", 1)
+    assert await outside.build(3) == "Outside:3"
+    assert await outside().build(4) == "Outside:4"
+    assert outside.build.cache_key(3) == (f"{__name__}.Outside.build", 3)
+    assert await outside().static.invalidate(2) is True
+
+
 # -- loading ------------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from asyncperf.cache._serializers import (
     PickleSerializer,
     make_serializer,
 )
+from asyncperf.testing import wait_until
 from tests._disk_worker import CHURN_KEYS, check_value, value_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -209,6 +211,22 @@ async def test_replacing_a_file_value_removes_the_old_file(make_cache: MakeCache
 
 
 # -- TTL and restart ------------------------------------------------------------------
+
+
+async def test_a_value_file_that_cannot_be_moved_in_leaves_no_temp_file(
+    make_cache: MakeCache,
+) -> None:
+    """A value file whose place under values/ cannot be made fails its set with CacheError,
+    and its temp file is removed at once, not left for a later open's cleanup."""
+    cache = make_cache()
+    async with cache:
+        prefix = _disk._key_hash(encode_key("k")).hex()[:2]
+        (cache.directory / "values" / prefix).write_bytes(b"in the way")
+        with pytest.raises(CacheError, match=r"^Disk cache write of a value file failed"):
+            await cache.set("k", LARGE)
+        assert await cache.set("other", 1) is True  # the writer carries on
+        assert list((cache.directory / "tmp").iterdir()) == []
+        assert await cache.get("k") is MISS
 
 
 async def test_ttl_expires_on_the_injected_clock(make_cache: MakeCache) -> None:
@@ -420,6 +438,24 @@ async def test_garbage_index_raises_cache_error(cache_dir: Path) -> None:
         await second.get("k")
 
 
+async def test_a_failed_batch_leaves_no_unretrieved_exception(
+    cache_dir: Path, loop_errors: list[dict[str, Any]]
+) -> None:
+    """get_many and set_many over a failing database raise once, and the other requests of
+    the call do not end as "exception was never retrieved" reports."""
+    write_garbage_index(cache_dir)
+    cache = DiskCache(cache_dir)
+    try:
+        with pytest.raises(CacheError, match=r"^Disk cache open of .* failed"):
+            await cache.get_many(["a", "b", "c"])
+        with pytest.raises(CacheError, match=r"^Disk cache open of .* failed"):
+            await cache.set_many([("a", 1, None), ("b", 2, None), ("c", 3, None)])
+    finally:
+        await cache.aclose()
+    gc.collect()
+    assert [error["message"] for error in loop_errors] == []
+
+
 async def test_orphans_are_removed_on_open(cache_dir: Path) -> None:
     """Old temp files and value files without a row go on open; recent ones may be in use."""
     async with DiskCache(cache_dir) as cache:
@@ -490,8 +526,8 @@ async def test_directory_that_is_a_file(tmp_path: Path) -> None:
 
 
 def test_key_encoding_is_type_tagged_and_deterministic() -> None:
-    """1, "1", b"1", 1.0 and True are different keys; tuples nest without ambiguity."""
-    keys = [1, "1", b"1", 1.0, True, None, False, 0, ("1",), (1,), ((1,),), ("a", "b"), ("ab",)]
+    """1, "1" and b"1" are different keys; tuples nest without ambiguity."""
+    keys = [1, "1", b"1", 1.5, None, 0, ("1",), (1,), ((1,),), ("a", "b"), ("ab",)]
     encoded = [encode_key(key) for key in keys]
     assert len(set(encoded)) == len(keys)
     assert encode_key(("a", 1, b"\x00", None)) == encode_key(("a", 1, b"\x00", None))
@@ -505,10 +541,25 @@ def test_unsupported_keys_raise_type_error_naming_key(key: Any) -> None:
         encode_key(key)
 
 
+def test_keys_equal_in_python_are_one_key() -> None:
+    """As in a dict (and so in MemoryCache): 1 == 1.0 == True, 0 == 0.0 == -0.0 == False."""
+    assert encode_key(1) == encode_key(1.0) == encode_key(True)
+    assert encode_key(0) == encode_key(0.0) == encode_key(-0.0) == encode_key(False)
+    assert encode_key((1, "a")) == encode_key((True, "a")) == encode_key((1.0, "a"))
+    assert encode_key(2**70) == encode_key(float(2**70))
+    assert encode_key(1.5) != encode_key(1)
+    assert encode_key(float("inf")) != encode_key(float("-inf"))
+    # The same rule a dict applies, checked against one.
+    keys: list[Any] = [1, 1.0, True, 0, -0.0, False, 2.5, "1", (1,), (1.0,)]
+    seen: dict[Any, bytes] = {}
+    for key in keys:
+        assert seen.setdefault(key, encode_key(key)) == encode_key(key)
+
+
 async def test_similar_keys_do_not_collide(make_cache: MakeCache) -> None:
-    """Values under 1, "1", b"1", 1.0 and True stay apart; long keys work."""
+    """Values under 1, "1", b"1", 1.5 and ("1",) stay apart; long keys work."""
     cache = make_cache()
-    keys: list[Any] = [1, "1", b"1", 1.0, True, ("1",)]
+    keys: list[Any] = [1, "1", b"1", 1.5, ("1",)]
     for index, key in enumerate(keys):
         await cache.set(key, index)
     assert [await cache.get(key) for key in keys] == list(range(len(keys)))
@@ -761,6 +812,43 @@ async def test_cancelled_large_set_leaves_no_temp_file(cache_dir: Path) -> None:
     assert list((cache_dir / "tmp").iterdir()) == []
     async with DiskCache(cache_dir) as reopened:
         assert await reopened.get("k") is MISS
+
+
+@pytest.mark.timeout(30)
+async def test_concurrent_acloses_during_a_file_write_both_return(cache_dir: Path) -> None:
+    """Two aclose calls while a value file is being written: the second waits for the first
+    (it must not join threads nobody has stopped yet), and both return."""
+    cache = DiskCache(cache_dir)
+    await cache.set("warm", 1)
+    setting = asyncio.ensure_future(cache.set("k", LARGE))
+    await wait_until(lambda: bool(cache._file_writes))
+    closes = [asyncio.ensure_future(cache.aclose()) for _ in range(2)]
+    await asyncio.gather(*closes)
+    with pytest.raises(CacheClosed):  # closed before its value reached the writer
+        await setting
+    store = cache._store
+    assert store is not None
+    assert [thread.is_alive() for thread in store.threads] == [False] * len(store.threads)
+
+
+@pytest.mark.timeout(30)
+async def test_an_aclose_cancelled_during_a_file_write_still_stops_the_threads(
+    cache_dir: Path,
+) -> None:
+    """aclose cancelled while it waits for a value file: the threads still stop, and a later
+    aclose returns."""
+    cache = DiskCache(cache_dir)
+    await cache.set("warm", 1)
+    setting = asyncio.ensure_future(cache.set("k", LARGE))
+    await wait_until(lambda: bool(cache._file_writes))
+    closing = asyncio.ensure_future(cache.aclose())
+    await asyncio.sleep(0)
+    closing.cancel()
+    await asyncio.gather(closing, setting, return_exceptions=True)
+    await cache.aclose()
+    store = cache._store
+    assert store is not None
+    assert [thread.is_alive() for thread in store.threads] == [False] * len(store.threads)
 
 
 async def test_two_instances_on_one_directory(cache_dir: Path) -> None:

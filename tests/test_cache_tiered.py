@@ -169,6 +169,52 @@ async def test_a_hit_below_is_promoted_with_its_remaining_ttl(clock: VirtualCloc
         assert await cache.get("k") is MISS
 
 
+@pytest.mark.parametrize("write", ["through", "behind"])
+async def test_a_lookup_below_does_not_promote_over_a_later_delete_or_set(write: str) -> None:
+    """A read of level 2 that overlaps a delete or set of the key returns what it read, but
+    does not copy that older value to the top, where later gets would find it."""
+    l1, l2 = MemoryCache(max_entries=10, policy="lru"), FakeLevel("l2")
+    async with TieredCache(l1, l2, write=write) as cache:  # type: ignore[arg-type]
+        await l2.set("gone", "old")
+        await l2.set("replaced", "old")
+        # Each read takes its value, then waits (as a read on another thread would).
+        l2.gate, l2.gated, l2.snapshot_reads = asyncio.Event(), {"get_entry"}, True
+        reading = [asyncio.create_task(cache.get(key)) for key in ("gone", "replaced")]
+        await wait_until(lambda: len(l2.ops("get_entry")) == 2)
+        l2.gated = {"get_entry", "set_many"}
+        deleting = asyncio.create_task(cache.delete("gone"))
+        await wait_until(lambda: l2.ops("delete") == ["gone"])
+        assert await cache.set("replaced", "new") is True
+        l2.gate.set()
+        assert [await task for task in reading] == ["old", "old"]
+        assert await deleting is True
+        assert await cache.get("gone") is MISS
+        assert await cache.get("replaced") == "new"
+        assert cache.statistics().promotions == 0
+        await cache.flush()
+        assert "gone" not in l2.data
+        assert l2.data["replaced"][0] == "new"
+    assert cache._reads == {}
+
+
+async def test_a_lookup_below_does_not_promote_over_a_load_that_stored() -> None:
+    """A stale read of level 2 that overlaps a load storing the key leaves the loaded value on
+    top."""
+    l1, l2 = MemoryCache(max_entries=10, policy="lru"), FakeLevel("l2")
+    async with TieredCache(l1, l2) as cache:
+        await l2.set("k", "old")
+        l2.gate, l2.gated, l2.snapshot_reads = asyncio.Event(), {"get_entry"}, True
+        reading = asyncio.create_task(cache.get("k"))
+        await wait_until(lambda: l2.ops("get_entry") == ["k"])
+        await l2.delete("k")  # so the load's own lookup misses
+        l2.gated = set()
+        assert await cache.get_or_load("k", Loader("loaded")) == "loaded"
+        l2.gate.set()
+        assert await reading == "old"
+        assert await cache.get("k") == "loaded"
+        assert l1.get_nowait("k") == "loaded"
+
+
 @pytest.mark.virtual_time
 async def test_ttl_and_default_ttl_run_on_the_clock(clock: VirtualClock) -> None:
     """An entry lives its ttl (or default_ttl) at every level, on the tier's clock."""
@@ -302,6 +348,28 @@ async def test_write_behind_is_flushed_by_aclose(clock: VirtualClock) -> None:
     assert l1.closed
     assert cache.statistics().write_behind_written == 1
     assert clock.now() == 0.0
+
+
+@pytest.mark.virtual_time
+async def test_write_behind_to_a_slow_level_does_not_extend_ttls_below_it(
+    clock: VirtualClock,
+) -> None:
+    """A batch written to level 2 for 4 s, then to level 3: level 3 gets the TTL left after
+    those 4 s, so its copy expires when the others do."""
+    l1, l2, l3 = (FakeLevel(name, clock=clock) for name in ("l1", "l2", "l3"))
+    async with TieredCache(
+        l1, l2, l3, write="behind", write_behind_delay=1.0, clock=clock
+    ) as cache:
+        l2.gate, l2.gated = asyncio.Event(), {"set_many"}
+        await cache.set("k", "v", ttl=10.0)
+        await clock.sleep(1.0)
+        await wait_until(lambda: l2.ops("set_many") == [["k"]])
+        await clock.sleep(4.0)
+        l2.gate.set()
+        await cache.flush()
+        assert l1.remaining("k") == pytest.approx(5.0)
+        assert l2.remaining("k") == pytest.approx(9.0)  # written at 1 s, released at 5 s
+        assert l3.remaining("k") == pytest.approx(5.0)
 
 
 @pytest.mark.virtual_time
@@ -1091,6 +1159,75 @@ async def test_an_interrupted_aclose_counts_the_writes_it_dropped(
     stats = cache.statistics()
     assert (stats.write_behind_errors, stats.write_behind_pending) == (1, 0)
     assert "1 write-behind writes were not written" in loop_errors[0]["message"]
+
+
+@pytest.mark.allow_loop_errors
+async def test_aclose_cancelled_while_loads_end_still_stops_write_behind(
+    loop_errors: list[dict[str, Any]],
+) -> None:
+    """aclose cancelled while it waits for a cancelled load to end: the write-behind task is
+    stopped, its unwritten writes counted and reported, and the levels closed."""
+    l1, l2 = two_levels()
+    cache = TieredCache(l1, l2, write="behind", write_behind_delay=60.0)
+    await cache.set("k", 1)
+    cleanup = asyncio.Event()
+    started = asyncio.Event()
+
+    async def slow_to_cancel() -> str:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await cleanup.wait()  # cleanup that outlasts the cancellation
+        return "never"
+
+    loading = asyncio.create_task(cache.get_or_load("other", slow_to_cancel))
+    await started.wait()
+    closing = asyncio.create_task(cache.aclose())
+    await wait_until(lambda: cache.closed)
+    await asyncio.sleep(0)
+    closing.cancel()
+    await asyncio.wait([closing])
+    cleanup.set()
+    assert isinstance((await asyncio.gather(loading, return_exceptions=True))[0], CacheClosed)
+    task = writer(cache)
+    assert task is not None
+    assert task.done()
+    assert [l1.closed, l2.closed] == [True, True]
+    stats = cache.statistics()
+    assert (stats.write_behind_errors, stats.write_behind_pending) == (1, 0)
+    assert "1 write-behind writes were not written" in loop_errors[0]["message"]
+
+
+async def test_a_second_aclose_returns_once_the_levels_are_closed() -> None:
+    """aclose called while another aclose runs waits for it instead of returning at once."""
+    l1, l2 = two_levels()
+    cache = TieredCache(l1, l2)
+    cleanup = asyncio.Event()
+    started = asyncio.Event()
+
+    async def slow_to_cancel() -> str:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await cleanup.wait()
+        return "never"
+
+    loading = asyncio.create_task(cache.get_or_load("k", slow_to_cancel))
+    await started.wait()
+    first = asyncio.create_task(cache.aclose())
+    await wait_until(lambda: cache.closed)
+    second = asyncio.create_task(cache.aclose())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not second.done()
+    assert not l1.closed
+    cleanup.set()
+    await asyncio.gather(first, second)
+    assert [l1.closed, l2.closed] == [True, True]
+    with pytest.raises(CacheClosed):
+        await loading
 
 
 async def test_a_loader_that_is_not_callable_is_refused() -> None:

@@ -78,6 +78,9 @@ def cached(
     ``self`` for a method: ``obj.method.invalidate(x)``. Under
     ``@classmethod`` mypy does not bind ``cls`` through the wrapper's type
     (the runtime does): prefer a static method there, or ignore the call's type.
+    ``@cached`` may also be written above ``@staticmethod`` or ``@classmethod``
+    (it then caches the function inside), though type checkers follow the usual
+    order, below them, better.
 
     Args:
         cache: where results go: a TieredCache, or one cache level.
@@ -100,6 +103,11 @@ def cached(
         raise TypeError(f"namespace must be a str, not {type(namespace).__name__}")
 
     def decorate(fn: Callable[P, Coroutine[Any, Any, R]]) -> CachedFunction[P, R]:
+        if isinstance(fn, staticmethod | classmethod):
+            # Written above @staticmethod or @classmethod: cache the function inside and
+            # wrap the result the same way, so it binds as the original did.
+            inner = decorate(fn.__func__)
+            return cast(CachedFunction[P, R], type(fn)(inner))
         if not inspect.iscoroutinefunction(inspect.unwrap(fn)):
             raise TypeError(f"@cached needs an async function, not {fn!r}")
         make_key = _KeyMaker(fn, namespace, key)

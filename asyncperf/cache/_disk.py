@@ -152,16 +152,18 @@ _pack_double = struct.Struct(">d").pack
 def _encode_into(key: object, out: list[bytes]) -> None:
     # Every form starts with a type tag and is self-delimiting, so a tuple's
     # encoding is the concatenation of its items' and no two keys collide.
+    # Numbers follow Python's equality, as a dict (and so MemoryCache) does:
+    # True, 1 and 1.0 are one key, and so are False, 0, 0.0 and -0.0. Otherwise
+    # a tier would answer get(1) from memory and get(1.0) from disk differently.
     if key is None:
         out.append(b"n")
-    elif key is True:
-        out.append(b"t")
-    elif key is False:
-        out.append(b"f")
-    elif isinstance(key, int):
+    elif isinstance(key, int):  # bool included: True == 1
         out.append(b"i%d;" % key)
     elif isinstance(key, float):
-        out.append(b"d" + _pack_double(key))
+        if key.is_integer():
+            out.append(b"i%d;" % int(key))
+        else:
+            out.append(b"d" + _pack_double(key))
     elif isinstance(key, str):
         data = key.encode("utf-8", "surrogatepass")
         out.append(b"s%d:" % len(data))
@@ -178,7 +180,10 @@ def _encode_into(key: object, out: list[bytes]) -> None:
 
 
 def encode_key(key: object) -> bytes:
-    """The deterministic, type-tagged bytes of a key (``1``, ``"1"`` and ``b"1"`` differ).
+    """The deterministic, type-tagged bytes of a key.
+
+    ``1``, ``"1"`` and ``b"1"`` differ; keys equal in Python (``1``, ``1.0``,
+    ``True``) are one key, as in a dict.
 
     Raises:
         TypeError: ``key`` (or an item of it) is not one of the accepted types.
@@ -574,6 +579,9 @@ class _Store:
                             renamed.append(self._move_in(op.tmp, op.filename))
                             op.tmp = None
                     except OSError as exc:
+                        if op.tmp is not None:
+                            _unlink(op.tmp)  # the batch may commit: nothing else removes it
+                            op.tmp = None
                         results.append(_result(op, None, _failure("write of a value file", exc)))
                         continue
                     seq += 1
@@ -1309,10 +1317,12 @@ class DiskCache:
         wanted = list(keys)
         for key in wanted:
             encode_key(key)  # a bad key raises before any lookup is queued
-        pending = [(key, self._read(key)) for key in wanted]
+        pending = [self._read(key) for key in wanted]
+        # gather: if one read fails (or this call is cancelled), the others' outcomes are
+        # retrieved (or cancelled) with it rather than logged as never retrieved.
+        results = await asyncio.gather(*pending)
         found: dict[Hashable, CacheEntry] = {}
-        for key, fut in pending:
-            result = await fut
+        for key, result in zip(wanted, results, strict=True):
             if result is None:
                 self._misses += 1
                 continue
@@ -1386,10 +1396,8 @@ class DiskCache:
             else:
                 assert isinstance(op, _Op)  # exceptions were raised above
                 futures.append(self._write(op))
-        stored = 0
-        for fut in futures:
-            if await fut is True:
-                stored += 1
+        # gather, as in get_many: a failed batch fails every future, and all are retrieved.
+        stored = sum(1 for result in await asyncio.gather(*futures) if result is True)
         self._sets += stored
         return stored
 
@@ -1473,14 +1481,20 @@ class DiskCache:
             return
         if not self._closed:
             self._closed = True
-            if self._file_writes:
-                # Let the temp files of cancelled sets settle, so the writer removes them.
-                await asyncio.gather(*self._file_writes, return_exceptions=True)
-            for lane in self._lanes.values():
-                lane.flush_reads()
-                lane.flush_writes()
+            # Made first: a concurrent aclose waits on it rather than joining threads
+            # that nobody has asked to stop yet.
             self._closing = asyncio.get_running_loop().create_future()
-            store.stop(self._closing)
+            try:
+                if self._file_writes:
+                    # Let the temp files of cancelled sets settle, so the writer removes them
+                    # (wait, not gather: cancelling this call must not cancel a write midway).
+                    await asyncio.wait(list(self._file_writes))
+            finally:
+                # Even when cancelled above: the threads must stop whatever happens.
+                for lane in self._lanes.values():
+                    lane.flush_reads()
+                    lane.flush_writes()
+                store.stop(self._closing)
         if self._closing is not None and not self._closing.done():
             await asyncio.shield(self._closing)
         for thread in store.threads:

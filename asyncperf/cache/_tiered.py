@@ -126,12 +126,25 @@ class _Flight:
         self.waiters = 0
 
 
+class _Read:
+    """A lookup below the top level in progress, until it has promoted what it found."""
+
+    __slots__ = ("superseded",)
+
+    def __init__(self) -> None:
+        # Set by a write, delete or clear of the key meanwhile: what this lookup
+        # found may be older than what the upper levels hold now, so it is not copied up.
+        self.superseded = False
+
+
 class TieredCache:
     """Cache levels stacked top-down (memory over disk over a shared store), with loads.
 
     **Reads** look the key up level by level from the top; a hit at a lower
     level is copied to the levels above it with the entry's *remaining* TTL,
-    so promotion never extends a lifetime. ``get`` returns only fresh values
+    so promotion never extends a lifetime, and not at all when the key was
+    written, deleted or loaded while the lookup ran (the copy would be older
+    than what the levels above now hold). ``get`` returns only fresh values
     (see the stale windows below).
 
     **Writes** go to every level, awaited in order (``write="through"``), or
@@ -266,6 +279,10 @@ class TieredCache:
         self._flights: dict[Hashable, _Flight] = {}
         # Every flight until it ends, including detached ones (gone from _flights).
         self._running: set[_Flight] = set()
+        # Lookups below the top level in progress, by key (see _Read).
+        self._reads: dict[Hashable, list[_Read]] = {}
+        # Set once aclose() has closed every level; later aclose() calls wait for it.
+        self._close_done: asyncio.Event | None = None
         # key -> (exception, its traceback, remembered until); in expiry order,
         # since every entry lives negative_ttl.
         self._negative: dict[Hashable, tuple[BaseException, TracebackType | None, float]] = {}
@@ -398,19 +415,31 @@ class TieredCache:
             await self._promote(key, entry, 1)
             return entry
         levels = self._levels
-        for index in range(1, len(levels)):
-            entry_below = await levels[index].get_entry(key)
-            if entry_below is not None:
-                await self._promote(key, entry_below, index)
-                return entry_below
-        return None
+        read = _Read()
+        reads = self._reads.setdefault(key, [])
+        reads.append(read)
+        try:
+            for index in range(1, len(levels)):
+                entry_below = await levels[index].get_entry(key)
+                if entry_below is not None:
+                    await self._promote(key, entry_below, index, read)
+                    return entry_below
+            return None
+        finally:
+            reads.remove(read)
+            if not reads and self._reads.get(key) is reads:
+                del self._reads[key]
 
-    async def _promote(self, key: Hashable, entry: CacheEntry, index: int) -> None:
+    async def _promote(
+        self, key: Hashable, entry: CacheEntry, index: int, read: _Read | None = None
+    ) -> None:
         """Copy ``entry`` found at ``levels[index]`` to the levels above, with its remaining TTL."""
         ttl = entry.ttl
         if ttl is not None and ttl <= 0.0:
             return
         for level in self._levels[:index]:
+            if read is not None and read.superseded:
+                return  # a newer value (or none) is on its way to the upper levels
             try:
                 if await level.set(key, entry.value, ttl):
                     self._promotions += 1
@@ -544,6 +573,7 @@ class TieredCache:
         if not flight.detached:
             if self._negative:
                 self._negative.pop(key, None)
+            self._supersede_reads(key)
             await self._store(key, value, self._stored_ttl(ttl), flight)
             self._stored += 1
         return value
@@ -747,6 +777,9 @@ class TieredCache:
         for flight in self._flights.values():
             flight.detached = True
         self._flights.clear()
+        for reads in self._reads.values():
+            for read in reads:
+                read.superseded = True
         self._negative.clear()
         self._pending.clear()
         while self._writing:
@@ -761,6 +794,13 @@ class TieredCache:
             flight.detached = True
         if self._negative:
             self._negative.pop(key, None)
+        self._supersede_reads(key)
+
+    def _supersede_reads(self, key: Hashable) -> None:
+        """Keep lookups of ``key`` under way from promoting the (older) value they find."""
+        if self._reads:
+            for read in self._reads.get(key, ()):
+                read.superseded = True
 
     # -- write-behind -------------------------------------------------------------
 
@@ -795,18 +835,22 @@ class TieredCache:
         self._writing = batch
         self._wb_started += 1
         try:
-            now = self._clock.now()
-            items: list[tuple[Hashable, Any, float | None]] = []
-            for key, (value, ttl, since) in batch.items():
-                if ttl is not None:
-                    ttl -= now - since
-                    if ttl <= 0.0:
-                        continue  # expired while it waited: nothing left to write
-                items.append((key, value, ttl))
+            queued = list(batch.items())
             size = self._wb_batch
             for level in self._levels[1:]:
-                for start in range(0, len(items), size):
-                    chunk = items[start : start + size]
+                for start in range(0, len(queued), size):
+                    # The TTLs left now, not at the batch's start: writing the chunks and
+                    # levels before this one took time, which must not extend a lifetime.
+                    now = self._clock.now()
+                    chunk: list[tuple[Hashable, Any, float | None]] = []
+                    for key, (value, ttl, since) in queued[start : start + size]:
+                        if ttl is not None:
+                            ttl -= now - since
+                            if ttl <= 0.0:
+                                continue  # expired while it waited: nothing left to write
+                        chunk.append((key, value, ttl))
+                    if not chunk:
+                        continue
                     try:
                         self._wb_written += await level.set_many(chunk)
                     except Exception as exc:
@@ -944,22 +988,28 @@ class TieredCache:
 
         Callers waiting for a cancelled load get :class:`~asyncperf.CacheClosed`.
         Every level is closed even if one raises; the first error is then raised.
+        A call made while another is closing the tier returns once that one is done.
         """
         if self._closed:
+            if self._close_done is not None:
+                # Closing elsewhere: return once the levels are closed, as that call will.
+                await self._close_done.wait()
             return
         self._closed = True
+        done = self._close_done = asyncio.Event()
         errors: list[BaseException] = []
         try:
-            flights = [flight.task for flight in self._running]
-            for task in flights:
-                task.cancel(msg="TieredCache closed")
-            if flights:
-                await asyncio.wait(flights)
-            if self._wb_task is not None:
-                try:
+            try:
+                flights = [flight.task for flight in self._running]
+                for task in flights:
+                    task.cancel(msg="TieredCache closed")
+                if flights:
+                    await asyncio.wait(flights)
+                if self._wb_task is not None:
                     await self.flush()
-                finally:
-                    # Non-zero only when this aclose was itself cancelled mid-flush.
+            finally:
+                if self._wb_task is not None:
+                    # Non-zero only when this aclose was itself cancelled before the flush ended.
                     lost = len(self._pending) + len(self._writing)
                     self._wb_task.cancel()
                     await asyncio.wait([self._wb_task])
@@ -969,11 +1019,14 @@ class TieredCache:
                     self._release_flush_waiters(lost)
         finally:
             self._negative.clear()
-            for level in self._levels:
-                try:
-                    await level.aclose()
-                except Exception as exc:
-                    errors.append(exc)
+            try:
+                for level in self._levels:
+                    try:
+                        await level.aclose()
+                    except Exception as exc:
+                        errors.append(exc)
+            finally:
+                done.set()
         if errors:
             raise errors[0]
 
