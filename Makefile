@@ -26,7 +26,8 @@ pytest: $(STAMP_DEV)
 	# never-awaited coroutines and non-thread-safe calls become visible).
 	PYTHONASYNCIODEBUG=1 $(BIN)/pytest -q tests/test_pool.py tests/test_queue.py tests/test_queue_shedding.py \
 		tests/test_pool_properties.py tests/test_limiter.py tests/test_rate.py \
-		tests/test_cache_memory.py tests/test_cache_tiered.py tests/test_cache_disk.py
+		tests/test_cache_memory.py tests/test_cache_tiered.py tests/test_cache_disk.py \
+		tests/test_supervisor.py tests/test_handler.py tests/test_runtime.py
 
 bench: $(STAMP_BENCH)
 	$(BIN)/python -m bench --loop both --json bench/results/latest.json

@@ -9,6 +9,10 @@ General layout (each layer imports only from the layers above it in this list):
 - ``workers``   L2  WorkerPool: long-lived workers, a resizable limit, Job handles
 - ``cache``     L3  MemoryCache (eviction policies), DiskCache, TieredCache
                     (single-flight loads), @cached
+- ``supervisor`` L5 Supervisor and ScalingPolicy: pool sizes from measured load,
+                    restarts of crashed workers
+- ``runtime``   L7  Runtime and @runtime.handler: admission, queue, pool, cache,
+                    supervisor behind one decorator
 - ``tools``     L8  the command line and its demo
 - ``testing``       virtual time for tests (not imported here)
 - ``abc``           the interfaces users implement (Clock)
@@ -26,10 +30,13 @@ from asyncperf._errors import (
     InternalError,
     JobTimeout,
     PoolClosed,
+    PoolFailed,
     QueueClosed,
     QueueEmpty,
     QueueFull,
+    RateLimited,
     Rejected,
+    RuntimeNotRunning,
     UnsafeCacheDirectory,
     WouldBlock,
 )
@@ -73,6 +80,25 @@ from asyncperf.queues import (
     Throttle,
     ThrottleStatistics,
 )
+from asyncperf.runtime import (
+    Handler,
+    HandlerSettings,
+    HandlerStatistics,
+    PoolSettings,
+    Runtime,
+    RuntimeConfig,
+    RuntimeStatistics,
+    ShutdownReport,
+)
+from asyncperf.supervisor import (
+    ScalingDecision,
+    ScalingEvent,
+    ScalingPolicy,
+    ScalingReadings,
+    SupervisedPoolStatistics,
+    Supervisor,
+    SupervisorStatistics,
+)
 from asyncperf.workers import ErrorPolicy, Job, JobState, MapIterator, PoolStatistics, WorkerPool
 
 __version__ = "0.1.0"
@@ -98,6 +124,9 @@ __all__ = [
     "Dropped",
     "ErrorPolicy",
     "EvictionReason",
+    "Handler",
+    "HandlerSettings",
+    "HandlerStatistics",
     "InternalError",
     "Job",
     "JobState",
@@ -114,18 +143,33 @@ __all__ = [
     "MsgpackSerializer",
     "PickleSerializer",
     "PoolClosed",
+    "PoolFailed",
+    "PoolSettings",
     "PoolStatistics",
     "PriorityQueue",
     "QueueClosed",
     "QueueEmpty",
     "QueueFull",
     "QueueStatistics",
+    "RateLimited",
     "RateLimiter",
     "RateLimiterStatistics",
     "Rejected",
     "RetryBudget",
     "RetryBudgetStatistics",
+    "Runtime",
+    "RuntimeConfig",
+    "RuntimeNotRunning",
+    "RuntimeStatistics",
+    "ScalingDecision",
+    "ScalingEvent",
+    "ScalingPolicy",
+    "ScalingReadings",
     "Serializer",
+    "ShutdownReport",
+    "SupervisedPoolStatistics",
+    "Supervisor",
+    "SupervisorStatistics",
     "SystemClock",
     "Throttle",
     "ThrottleStatistics",

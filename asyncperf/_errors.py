@@ -8,12 +8,15 @@ Every exception derives from :class:`AsyncPerfError`, and also from the built-in
     │   ├── QueueFull                  (also asyncio.QueueFull)
     │   └── QueueEmpty                 (also asyncio.QueueEmpty)
     ├── Rejected                       refused at admission: never accepted
+    │   └── RateLimited                a rate limit would not admit it in time
     ├── Dropped                        accepted, then discarded before it ran
     ├── JobTimeout                     (also TimeoutError) a job ran past its timeout
     ├── ClosedError                    (also RuntimeError) used after close
     │   ├── PoolClosed
+    │   │   └── PoolFailed             its workers crashed past the restart intensity
     │   ├── QueueClosed
-    │   └── CacheClosed
+    │   ├── CacheClosed
+    │   └── RuntimeNotRunning          a handler called outside ``async with runtime``
     ├── CacheError                     a cache could not be opened or used safely
     │   └── UnsafeCacheDirectory       (also PermissionError) pickle refused outside a private dir
     └── InternalError                  a bug in asyncperf; please report it
@@ -37,10 +40,13 @@ __all__ = [
     "InternalError",
     "JobTimeout",
     "PoolClosed",
+    "PoolFailed",
     "QueueClosed",
     "QueueEmpty",
     "QueueFull",
+    "RateLimited",
     "Rejected",
+    "RuntimeNotRunning",
     "UnsafeCacheDirectory",
     "WouldBlock",
 ]
@@ -63,6 +69,8 @@ class DropReason(enum.StrEnum):
     #: The queue was full as a whole, and a more important item (or one of a
     #: level below its guaranteed share) took its place.
     SHED = "shed"
+    #: A rate limit would not admit the call within its admission budget.
+    RATE_LIMITED = "rate_limited"
 
 
 class AsyncPerfError(Exception):
@@ -109,6 +117,19 @@ class Dropped(AsyncPerfError):
         self.priority = priority
 
 
+class RateLimited(Rejected):
+    """A call was refused because its rate limit would not admit it in time.
+
+    Attributes:
+        retry_after: seconds until the limiter would admit one more call (when it was refused).
+        reason: always :attr:`DropReason.RATE_LIMITED`.
+    """
+
+    def __init__(self, message: str, *, retry_after: float, priority: int | None = None) -> None:
+        super().__init__(message, reason=DropReason.RATE_LIMITED, priority=priority)
+        self.retry_after = retry_after
+
+
 class JobTimeout(AsyncPerfError, TimeoutError):
     """A job ran longer than its ``timeout`` and was cancelled."""
 
@@ -121,12 +142,30 @@ class PoolClosed(ClosedError):
     """The worker pool is closed (or closing) and accepts no new jobs."""
 
 
+class PoolFailed(PoolClosed):
+    """A supervised pool's workers crashed more often than its restart intensity allows.
+
+    The pool has been failed: its queued jobs were dropped (each raises
+    :class:`Dropped` caused by this error), and it accepts no more jobs.
+    ``__cause__`` is the last crash. Raised by ``Supervisor.run`` and when
+    leaving the pool's ``async with``.
+    """
+
+
 class QueueClosed(ClosedError):
     """The queue is closed: no new items, and ``get`` on an empty closed queue fails."""
 
 
 class CacheClosed(ClosedError):
     """The cache (or one of its levels) is closed."""
+
+
+class RuntimeNotRunning(ClosedError):
+    """A handler was called, or the runtime used, outside ``async with runtime:``.
+
+    Calls made while the runtime drains are not this error: they are refused
+    with :class:`Rejected` (reason ``shutdown``) and counted.
+    """
 
 
 class CacheError(AsyncPerfError):

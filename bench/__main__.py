@@ -19,6 +19,7 @@ from bench import (
     overload,
     pool_overhead,
     queue_throughput,
+    scaling,
 )
 from bench._harness import Config, Harness, LoopChoice, Plan, Suite
 
@@ -32,6 +33,7 @@ SUITES: dict[str, Suite] = {
         cache_speed.SUITE,
         cache_hit_ratio.SUITE,
         disk_speed.SUITE,
+        scaling.SUITE,
     )
 }
 MIN_REPEAT = 5

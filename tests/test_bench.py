@@ -9,7 +9,7 @@ import pytest
 from bench import overload
 
 REPO = Path(__file__).resolve().parent.parent
-SUITES = {"pool", "queue", "memory", "overload", "cache", "hit_ratio", "disk"}
+SUITES = {"pool", "queue", "memory", "overload", "cache", "hit_ratio", "disk", "scaling"}
 STRATEGIES = {"gather_semaphore", "pool_static", "pool_overload"}
 
 

@@ -20,7 +20,17 @@ def test_all_is_sorted_and_complete() -> None:
     """__all__ is sorted, and lists every public name the package defines."""
     assert list(asyncperf.__all__) == sorted(asyncperf.__all__, key=isort_key)
     public = {name for name in vars(asyncperf) if not name.startswith("_")}
-    public -= {"abc", "cache", "loop", "queues", "workers", "testing", "tools"}  # subpackages
+    public -= {
+        "abc",
+        "cache",
+        "loop",
+        "queues",
+        "runtime",
+        "supervisor",
+        "workers",
+        "testing",
+        "tools",
+    }  # subpackages
     assert public == set(asyncperf.__all__) - {"__version__"}
 
 

@@ -18,6 +18,8 @@ LAYERS = {
     "asyncperf.queues": 1,
     "asyncperf.workers": 2,
     "asyncperf.cache": 3,
+    "asyncperf.supervisor": 5,
+    "asyncperf.runtime": 7,
     "asyncperf.testing": 8,
     "asyncperf.tools": 8,
 }

@@ -40,6 +40,8 @@ _pool_ids = itertools.count(1)
 _SAMPLES = 1024
 _SAMPLE_MASK = _SAMPLES - 1
 _TIMED_EVERY = 8
+# Idle workers due to expire within this many seconds expire now (see _expire_idle).
+_EXPIRY_SLACK = 1e-6
 
 
 class ErrorPolicy(enum.StrEnum):
@@ -211,6 +213,12 @@ class WorkerPool:
     Jobs run in their worker's task and ``contextvars`` context, not the
     submitter's: pass what a job needs as arguments.
 
+    A worker whose own loop raises (a bug in asyncperf or in a part plugged
+    into it, never a job's exception) fails the pool's task group, unless a
+    running :class:`~asyncperf.Supervisor` watches the pool: it then restarts
+    the worker, up to its restart intensity, and beyond that fails the pool
+    (:attr:`failure`).
+
     Use it as an async context manager; leaving the block drains the pool
     (waits for queued and running jobs, up to ``drain_timeout``, then cancels);
     leaving it with an exception cancels at once::
@@ -317,6 +325,14 @@ class WorkerPool:
         self._idle_timer: Cancellable | None = None
         self._all_stopped = asyncio.Event()
         self._errors: list[Exception] = []
+        # Supervision: called with the exception that escaped a worker's own loop
+        # (not a job's); True restarts the worker. None: the crash propagates to
+        # the task group, which fails the pool.
+        self._crash_handler: Callable[[BaseException], bool] | None = None
+        # Set by _fail(): why the pool stopped; queued jobs are dropped with it as
+        # their cause and leaving `async with` raises it.
+        self._failure: BaseException | None = None
+        self._crashes = 0
 
         self._submitted = 0
         self._completed = 0
@@ -387,6 +403,16 @@ class WorkerPool:
         """True once the pool accepts no more jobs (draining or closed)."""
         return self._state in (_PoolState.DRAINING, _PoolState.CLOSED)
 
+    @property
+    def running(self) -> bool:
+        """True while the pool accepts jobs: entered, and not draining, failed or closed."""
+        return self._accepting
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the pool was failed by its supervisor (see :meth:`_fail`), or None."""
+        return self._failure
+
     # -- lifecycle ----------------------------------------------------------------
 
     async def __aenter__(self) -> WorkerPool:
@@ -426,6 +452,10 @@ class WorkerPool:
         else:
             await self._task_group.__aexit__(None, None, None)
         self._set_state(_PoolState.CLOSED)
+        if self._failure is not None and (exc is None or isinstance(exc, PoolClosed)):
+            # The pool was failed from outside (its workers kept crashing): say so
+            # here too, even if the body did not notice.
+            raise self._failure
         # A body that failed only because fail-fast closed the pool gets the
         # job's error instead (the PoolClosed stays attached as its context).
         if self._errors and (exc is None or isinstance(exc, PoolClosed)):
@@ -510,6 +540,57 @@ class WorkerPool:
                 worker.task.cancel(msg=f"{self.name} closed")
         self._check_stopped()
 
+    def _fail(self, error: BaseException) -> None:
+        """Fail the pool: used by a supervisor whose restart intensity was exceeded.
+
+        The pool stops accepting jobs; queued jobs are dropped (they raise
+        :class:`~asyncperf.Dropped` with ``error`` as its cause); running jobs
+        finish; idle workers leave. ``submit`` then raises
+        :class:`~asyncperf.PoolClosed` caused by ``error``, and leaving
+        ``async with`` raises ``error``. Idempotent: the first error is kept.
+        """
+        if self._failure is not None or self._state is _PoolState.CLOSED:
+            return
+        self._failure = error
+        if self._state is _PoolState.NEW:
+            self._set_state(_PoolState.CLOSED)
+            return
+        self._set_state(_PoolState.DRAINING)
+        self._queue.close()
+        self._queue.drop_all(DropReason.SHUTDOWN)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        for worker in list(self._idle):
+            self._wake(worker, False)
+        self._idle.clear()
+        self._check_stopped()
+
+    def _crashed(self, worker: _Worker, exc: Exception) -> bool:
+        """A worker's own loop raised ``exc``: settle its job, ask the handler; True restarts."""
+        self._crashes += 1
+        job = worker.job
+        if job is not None:
+            # Nothing accepted is lost: the job the worker held ends with the crash.
+            worker.job = None
+            if not job.done():
+                self._failed += 1
+                job.set_exception(exc)
+                job.exception()  # the crash is reported by the supervisor, not as unretrieved
+        handler = self._crash_handler
+        assert handler is not None  # checked by the caller
+        try:
+            return handler(exc)
+        except Exception as error:
+            assert self._loop is not None  # workers exist only while running
+            self._loop.call_exception_handler(
+                {
+                    "message": f"{self.name}: the crash handler failed; worker not restarted",
+                    "exception": error,
+                }
+            )
+            return False
+
     def _set_state(self, state: _PoolState) -> None:
         self._state = state
         self._accepting = state is _PoolState.RUNNING
@@ -521,11 +602,13 @@ class WorkerPool:
     # -- submitting ---------------------------------------------------------------
 
     def _refuse(self) -> BaseException:
-        if self._state is _PoolState.NEW:
+        if self._state is _PoolState.NEW and self._failure is None:
             return RuntimeError(
                 f"{self.name} is not running: use 'async with WorkerPool(...) as pool:' first."
             )
-        return PoolClosed(f"Cannot submit to {self.name}: it has been closed.")
+        error = PoolClosed(f"Cannot submit to {self.name}: it has been closed.")
+        error.__cause__ = self._failure
+        return error
 
     def _new_job(
         self,
@@ -594,7 +677,7 @@ class WorkerPool:
             self._rejected += 1
             raise
         except QueueClosed:
-            raise self._refuse() from None
+            raise self._refuse() from self._failure
         self._submitted += 1
         # _dispatch, inlined; under load (no idle worker, all started) it is two tests.
         if self._idle:
@@ -759,7 +842,11 @@ class WorkerPool:
         """Retire workers idle for ``idle_timeout``, oldest first, down to ``min_workers``."""
         self._idle_timer = None
         assert self._idle_timeout is not None  # the timer is armed only with a timeout
-        deadline = self._now() - self._idle_timeout
+        # Loops run timers up to their clock's resolution early, and float
+        # rounding can leave a worker due a femtosecond from now: without the
+        # slack, the timer would be re-armed for ~0 s again and again while
+        # time stands still (a spin on a virtual clock).
+        deadline = self._now() - self._idle_timeout + _EXPIRY_SLACK
         while (
             self._idle
             and self._nworkers > self._min_workers
@@ -828,6 +915,7 @@ class WorkerPool:
         measure = limiter is not None
         holding = False  # counted in self._running (only with a limiter)
         started_with = 0  # jobs running when this one started, itself included
+        restart = False  # the loop crashed and its supervisor restarts it
         try:
             while True:
                 if self._nworkers > self._limit:
@@ -895,6 +983,16 @@ class WorkerPool:
                     self._samples += 1
                     waits[index] = wait
                     runs[index] = now() - started
+        except Exception as exc:
+            # The worker's own loop failed (a job's exception never gets here
+            # unless the worker is being cancelled). Unsupervised, or while the
+            # worker is being cancelled, it propagates to the task group as before.
+            if worker.interrupt is not None:
+                worker.interrupt = None
+                task.uncancel()  # that cancel was aimed at a job the crash ended
+            if self._crash_handler is None or task.cancelling():
+                raise
+            restart = self._crashed(worker, exc)
         finally:
             if worker.job is not None:
                 raise InternalError(f"worker left {worker.job!r} unfinished")
@@ -903,16 +1001,21 @@ class WorkerPool:
                 worker.retired = True
                 self._nworkers -= 1
             self._workers.discard(worker)
-            self._check_stopped()
             if holding:
                 self._running -= 1  # left in the middle of a job
-            if self._accepting and queue._size and self._nworkers < self._limit:
-                # This worker was killed from outside with jobs still queued and
-                # no one to take them; the task group refuses if it is aborting.
+            # Restart a crashed worker one-for-one (also while draining, if jobs
+            # are left); or replace one killed from outside with jobs still
+            # queued and no one to take them.
+            if (
+                (self._accepting and (restart or queue._size))
+                or (restart and self._state is _PoolState.DRAINING and queue._size)
+            ) and self._nworkers < self._limit:
+                # The task group refuses if it is aborting.
                 try:
                     self._spawn()
                 except RuntimeError:
                     pass
+            self._check_stopped()
 
     def _job_raised(self, worker: _Worker, job: Job[Any], exc: BaseException) -> bool:
         """Settle a job whose coroutine raised; True if it timed out.
@@ -971,13 +1074,14 @@ class WorkerPool:
         if reason is DropReason.REJECTED:
             return  # never accepted: submit() raises Rejected and counts it
         self._dropped += 1
-        job.set_exception(
-            Dropped(
-                f"job dropped before it ran ({reason.value})",
-                reason=reason,
-                priority=job.priority,
-            )
+        error = Dropped(
+            f"job dropped before it ran ({reason.value})",
+            reason=reason,
+            priority=job.priority,
         )
+        # A pool failed by its supervisor drops its queue: the failure is why.
+        error.__cause__ = self._failure
+        job.set_exception(error)
         # A drop is the queue doing its job, and is counted; an awaiter still
         # gets Dropped, but one nobody awaits is not logged as an unseen error
         # (a shutdown or an overload would otherwise flood the log).
