@@ -78,6 +78,9 @@ class ScalingReadings:
     load: float
     #: How late the supervisor's tick woke: the event loop's lag.
     loop_lag: float
+    #: CPU seconds the process used per second of real time since the previous
+    #: tick (1.0: one core busy, which is all an event loop thread can use).
+    cpu: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         """The numeric readings by name (a limiter's are left out when there is none)."""

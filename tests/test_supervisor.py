@@ -101,6 +101,8 @@ def pool_on(clock: VirtualClock, workers: int, **kwargs: Any) -> WorkerPool:
         ({"hold_down": -1.0}, ValueError, r"^hold_down must be >= 0, not -1.0$"),
         ({"window": 0}, ValueError, r"^window must be >= 1, not 0$"),
         ({"max_loop_lag": float("inf")}, ValueError, r"^max_loop_lag must be finite, not inf$"),
+        ({"max_cpu": 0}, ValueError, r"^max_cpu must be > 0, not 0$"),
+        ({"max_cpu": "high"}, TypeError, r"^max_cpu must be a number, not str$"),
     ],
 )
 def test_policy_bad_arguments_name_the_parameter(
@@ -337,6 +339,59 @@ async def test_loop_lag_stops_growth_and_says_so(clock: VirtualClock) -> None:
                 job.cancel()
     grow = next(e for e in supervisor.events if e.action == "grow")
     assert grow.time > stopped
+    await asyncio.gather(*jobs, return_exceptions=True)
+
+
+@pytest.mark.virtual_time
+async def test_busy_cpu_stops_growth_when_max_cpu_is_set(clock: VirtualClock) -> None:
+    """With max_cpu set, a process busy past it does not grow the pool; then it does."""
+    busy = [0.95]  # CPU seconds per second the fake process uses
+    used = [0.0, clock.now()]  # CPU seconds so far, and when they were counted
+
+    def cpu_time() -> float:
+        now = clock.now()
+        used[0] += (now - used[1]) * busy[0]
+        used[1] = now
+        return used[0]
+
+    supervisor = Supervisor(clock=clock, interval=INTERVAL, cpu_time=cpu_time, real_time=clock.now)
+    policy = ScalingPolicy(min_workers=2, max_workers=MAX, window=4, max_cpu=0.9)
+    async with pool_on(clock, 2) as pool:
+        supervisor.watch(pool, policy=policy)
+        async with supervisor:
+            jobs = [pool.submit_nowait(work, 10.0) for _ in range(100)]
+            await clock.sleep(5.0)
+            assert pool.max_workers == 2
+            holds = [e for e in supervisor.events if e.action == "hold"]
+            assert holds
+            assert "uses 0.95 CPU > max_cpu 0.9" in holds[0].reason
+            assert holds[0].readings["cpu"] == pytest.approx(0.95)
+            cpu_time()  # CPU used until now was at the old rate
+            busy[0] = 0.3
+            calmed = clock.now()
+            await clock.sleep((4 + 2) * INTERVAL)
+            assert pool.max_workers == MAX
+            for job in jobs:
+                job.cancel()
+    grow = next(e for e in supervisor.events if e.action == "grow")
+    assert grow.time > calmed
+    await asyncio.gather(*jobs, return_exceptions=True)
+
+
+@pytest.mark.virtual_time
+async def test_cpu_guard_is_off_by_default(clock: VirtualClock) -> None:
+    """Without max_cpu a busy process still grows the pool (the loop-lag guard remains)."""
+    supervisor = Supervisor(
+        clock=clock, interval=INTERVAL, cpu_time=lambda: clock.now() * 2.0, real_time=clock.now
+    )
+    async with pool_on(clock, 2) as pool:
+        supervisor.watch(pool, policy=ScalingPolicy(min_workers=2, max_workers=MAX, window=4))
+        async with supervisor:
+            jobs = [pool.submit_nowait(work, 10.0) for _ in range(100)]
+            await clock.sleep((4 + 2) * INTERVAL)
+            assert pool.max_workers == MAX
+            for job in jobs:
+                job.cancel()
     await asyncio.gather(*jobs, return_exceptions=True)
 
 

@@ -67,6 +67,11 @@ class ScalingPolicy:
         window: ticks of sustained delay before the pool grows (at least 1).
         max_loop_lag: mean loop lag over the window, seconds, above which the
             pool does not grow.
+        max_cpu: mean CPU use over the window (CPU seconds per second, 1.0 = one
+            core) above which the pool does not grow: an event loop thread that
+            is busy all the time gains nothing from more workers. None (the
+            default) turns this guard off; 0.9 suits a process whose work all
+            runs on its event loop.
 
     Raises:
         TypeError: a parameter has the wrong type.
@@ -83,6 +88,7 @@ class ScalingPolicy:
         hold_down: float = 30.0,
         window: int = 4,
         max_loop_lag: float = 0.1,
+        max_cpu: float | None = None,
     ) -> None:
         check_int("min_workers", min_workers, minimum=1)
         check_int("max_workers", max_workers, minimum=1)
@@ -94,6 +100,8 @@ class ScalingPolicy:
         check_number("hold_down", hold_down, strict=False)
         check_int("window", window, minimum=1)
         check_number("max_loop_lag", max_loop_lag)
+        if max_cpu is not None:
+            check_number("max_cpu", max_cpu)
         self.min_workers = min_workers
         self.max_workers = max_workers
         self.target_queue_delay = float(target_queue_delay)
@@ -101,9 +109,11 @@ class ScalingPolicy:
         self.hold_down = float(hold_down)
         self.window = window
         self.max_loop_lag = float(max_loop_lag)
+        self.max_cpu = None if max_cpu is None else float(max_cpu)
         # The last `window` ticks: delay above the target?, and the loop lag.
         self._over: deque[bool] = deque(maxlen=window)
         self._lags: deque[float] = deque(maxlen=window)
+        self._cpus: deque[float] = deque(maxlen=window)
         # Arrival and completion rates of the last _LOAD_SPAN seconds of ticks
         # (sized at the first tick, which tells the interval).
         self._arrivals: deque[float] | None = None
@@ -129,6 +139,7 @@ class ScalingPolicy:
         over = r.queue_delay > self.target_queue_delay
         self._over.append(over)
         self._lags.append(r.loop_lag)
+        self._cpus.append(r.cpu)
         if self._arrivals is None or self._completions is None:
             ticks = max(self.window, math.ceil(_LOAD_SPAN / r.interval))
             self._arrivals, self._completions = deque(maxlen=ticks), deque(maxlen=ticks)
@@ -201,6 +212,16 @@ class ScalingPolicy:
                 f"{_s(self.max_loop_lag)}: not growing (more workers only add overhead); "
                 "backpressure instead",
             )
+        if self.max_cpu is not None:
+            cpu = sum(self._cpus) / len(self._cpus)
+            if cpu > self.max_cpu:
+                return self._hold(
+                    r,
+                    "cpu",
+                    f"{sustained}, but the process uses {cpu:.2f} CPU > max_cpu "
+                    f"{self.max_cpu:g}: not growing (more workers only add overhead); "
+                    "backpressure instead",
+                )
         self._blocked = None
         return ScalingDecision(
             workers=want,

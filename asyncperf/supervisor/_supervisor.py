@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -188,6 +189,8 @@ class Supervisor:
         max_restarts: int = 5,
         restart_window: float = 60.0,
         max_events: int = 256,
+        cpu_time: Callable[[], float] = time.process_time,
+        real_time: Callable[[], float] = time.perf_counter,
     ) -> None:
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"clock must be a Clock, not {type(clock).__name__}")
@@ -212,6 +215,12 @@ class Supervisor:
         self._ticks = 0
         self._lag = 0.0
         self._max_lag = 0.0
+        # CPU use is measured in real time whatever the clock: a virtual clock
+        # says nothing about how busy the process is.
+        self._cpu_time = cpu_time
+        self._real_time = real_time
+        self._cpu_mark = (cpu_time(), real_time())
+        self._cpu = 0.0
 
     # -- configuration ------------------------------------------------------------
 
@@ -407,6 +416,11 @@ class Supervisor:
         self._ticks += 1
         self._lag = lag
         self._max_lag = max(self._max_lag, lag)
+        cpu, real = self._cpu_time(), self._real_time()
+        last_cpu, last_real = self._cpu_mark
+        if real > last_real:
+            self._cpu = max(cpu - last_cpu, 0.0) / (real - last_real)
+        self._cpu_mark = (cpu, real)
         for entry in list(self._watched):
             if entry.pool.running and entry.failure is None:
                 self._tick_pool(entry, now, lag)
@@ -443,6 +457,7 @@ class Supervisor:
             limiter_max=limiter.max_limit if limiter is not None else None,
             load=queue.load,
             loop_lag=lag,
+            cpu=self._cpu,
         )
 
     def _tick_pool(self, entry: _Watched, now: float, lag: float) -> None:
