@@ -245,6 +245,7 @@ def test_env_sets_keys() -> None:
             "ASYNCPERF_OVERFLOW": "drop_oldest",
             "ASYNCPERF_IDLE_TIMEOUT": "none",
             "ASYNCPERF_LIMITER": "aimd",
+            "ASYNCPERF_MAX_CPU": "0.9",
             "ASYNCPERF_TRACES": "/some/traces",  # the benchmarks' variable: not ours, ignored
             "HOME": "/home/user",
         }
@@ -255,6 +256,7 @@ def test_env_sets_keys() -> None:
     assert config.overflow == "drop_oldest"
     assert config.idle_timeout is None
     assert config.limiter == "aimd"
+    assert config.max_cpu == 0.9
 
 
 def test_env_with_another_prefix() -> None:
@@ -272,6 +274,7 @@ def test_env_with_another_prefix() -> None:
         ({"ASYNCPERF_MAX_WORKERS": "0"}, "ASYNCPERF_MAX_WORKERS must be >= 1, not 0"),
         ({"ASYNCPERF_TICK": "fast"}, "ASYNCPERF_TICK must be a number, not 'fast'"),
         ({"ASYNCPERF_TICK": "-1"}, "ASYNCPERF_TICK must be > 0, not -1.0"),
+        ({"ASYNCPERF_MAX_CPU": "0"}, "ASYNCPERF_MAX_CPU must be > 0, not 0.0"),
         ({"ASYNCPERF_AUTOSCALE": "maybe"}, "ASYNCPERF_AUTOSCALE must be a bool"),
         ({"ASYNCPERF_OVERFLOW": "explode"}, "ASYNCPERF_OVERFLOW must be one of 'block'"),
         ({"ASYNCPERF_MAX_WORKERS": "none"}, "ASYNCPERF_MAX_WORKERS must be an int, not 'none'"),

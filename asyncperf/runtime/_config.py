@@ -297,6 +297,7 @@ _RUNTIME_SPECS: dict[str, _Spec] = {
     "hold_down": _non_negative(),
     "window": _int(1),
     "max_loop_lag": _positive(),
+    "max_cpu": _positive(optional=True),
     "max_restarts": _int(0),
     "restart_window": _positive(),
     "max_events": _int(1),
@@ -329,6 +330,7 @@ class RuntimeOptions(TypedDict, total=False):
     hold_down: float
     window: int
     max_loop_lag: float
+    max_cpu: float | None
     max_restarts: int
     restart_window: float
     max_events: int
@@ -382,6 +384,8 @@ class RuntimeConfig:
         window: ticks the supervisor looks at before it acts (never one sample).
         max_loop_lag: seconds of event-loop lag above which the supervisor stops
             growing pools (more workers would only add overhead).
+        max_cpu: CPU seconds per second (1.0 = one core) above which the supervisor
+            stops growing pools; None (the default) leaves this guard off.
         max_restarts: worker restarts allowed within ``restart_window`` seconds
             before a pool fails loudly.
         restart_window: see ``max_restarts``.
@@ -417,6 +421,7 @@ class RuntimeConfig:
     hold_down: float = 30.0
     window: int = 4
     max_loop_lag: float = 0.1
+    max_cpu: float | None = None
     max_restarts: int = 5
     restart_window: float = 60.0
     max_events: int = 256

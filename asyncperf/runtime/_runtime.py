@@ -824,6 +824,7 @@ def _supervise(runtime: Runtime) -> Supervisor | None:
             hold_down=config.hold_down,
             window=config.window,
             max_loop_lag=config.max_loop_lag,
+            max_cpu=config.max_cpu,
         )
         supervisor.watch(pool, policy=policy, limiter=pool.limiter, name=name)
     return supervisor
