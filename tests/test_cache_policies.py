@@ -4,9 +4,10 @@ admission, the adaptive window), and the errors of ``make_policy``."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
 import pytest
@@ -412,6 +413,33 @@ def test_doorkeeper_keeps_one_hit_wonders_out_of_the_counters() -> None:
     assert sketch.frequency(twice) == 0  # 1 -> 0; a third occurrence would have kept one
 
 
+@pytest.mark.parametrize(
+    "capacity",
+    [1_000, 40_000, 200_000],  # 16-bit lanes; 32-bit lanes; and a doorkeeper packed in bits
+)
+def test_sketch_record_counts_as_locate_then_increment(capacity: int) -> None:
+    """``record`` (the miss path's one call) finds the slots ``locate`` finds and counts
+    what ``increment`` counts, in every layout of the rows and of the doorkeeper."""
+    recorded, reference = FrequencySketch(capacity), FrequencySketch(capacity)
+    rng = random.Random(capacity)
+    keys: list[Hashable] = [f"k{i}" for i in range(300)] + [-(1 << 70), 1 << 80, None, 2.5]
+    keys += [rng.getrandbits(64) for _ in range(300)]
+    for round_ in range(3):
+        for _ in range(4_000):
+            key = rng.choice(keys)
+            slots = reference.locate(key)
+            before = recorded.recorded
+            assert recorded.record(hash(key)) == slots
+            assert (recorded.recorded == before + 1) == reference.increment(slots)
+        assert recorded.door_additions == reference.door_additions
+        assert [recorded.frequency(recorded.locate(k)) for k in keys] == [
+            reference.frequency(reference.locate(k)) for k in keys
+        ]
+        if round_ == 0:
+            recorded.age()
+            reference.age()
+
+
 def test_tinylfu_ages_its_sketch_after_a_sample() -> None:
     """After about ten times the capacity in recorded events, frequencies are halved."""
     policy = TinyLFUPolicy(100)
@@ -584,6 +612,117 @@ def test_window_grows_on_a_recency_biased_stream_and_shrinks_on_a_frequency_bias
     assert grown >= 50  # each key returns 20 requests later: a window of 4 misses it
     simulate(policy, zipf_stream(rng, 40_000, 4_000))
     assert policy.window_max <= grown / 2
+
+
+class PlainTinyLFU(TinyLFUPolicy):
+    """W-TinyLFU without its fast paths: hits through ``_use``, every insertion through
+    the general eviction, and the ghosts trimmed in full after each eviction."""
+
+    def _make_access(self) -> Callable[[Hashable], None]:
+        return functools.partial(TinyLFUPolicy.access, self)
+
+    def _evict_one(self) -> list[Hashable]:
+        self._window_size += 1
+        return self._evict(None)
+
+    def _haunt(self, by_window: bool, key: Hashable, units: int) -> None:
+        super()._haunt(by_window, key, units)
+        self._trim_ghosts()
+
+
+def observe(policy: TinyLFUPolicy) -> tuple[object, ...]:
+    """What decides what the policy does next (the window ghosts a miss would count)."""
+    oldest = policy._departed - policy._ghost_limit
+    return (
+        list(policy.items()),
+        {ghost for ghost, left in policy._ghost_window.items() if left >= oldest},
+        list(policy._ghost_main.items()),
+        policy.window_max,
+        policy.protected_max,
+        policy._hits,
+        policy._misses,
+        policy._ghost_window_hits,
+        policy._ghost_main_hits,
+        policy._main_edge_hits,
+    )
+
+
+@pytest.mark.parametrize(("max_entries", "max_weight"), [(60, None), (None, 300), (80, 400)])
+def test_tinylfu_fast_paths_decide_as_the_plain_ones(
+    max_entries: int | None, max_weight: int | None
+) -> None:
+    """The hit path, the eviction of a full cache and the ghosts' trimming, each written
+    for speed, evict the same keys in the same order as the plain code, and the climber
+    counts the same hits, through resizes (which change the ghosts' step) and clears."""
+    fast = TinyLFUPolicy(max_entries, max_weight, seed=2)
+    plain = PlainTinyLFU(max_entries, max_weight, seed=2)
+    rng = random.Random(7)
+    stream = zipf_stream(rng, 30_000, 400) + recency_stream(6_000, 30, first=10_000)
+    for step, key in enumerate(stream):
+        roll = rng.random()
+        weight = rng.randint(0, 9)
+        if key in fast:
+            if roll < 0.85:
+                fast.access(key)
+                plain.access(key)
+            elif roll < 0.95:
+                assert fast.update(key, weight) == plain.update(key, weight)
+            else:
+                fast.remove(key)
+                plain.remove(key)
+        elif roll < 0.1:
+            assert fast.insert(key, weight) == plain.insert(key, weight)  # set without a get
+        else:
+            fast.miss(key)
+            plain.miss(key)
+            if roll < 0.9:
+                assert fast.insert(key, weight) == plain.insert(key, weight)
+        if step % 3_000 == 2_999:
+            entries = max_entries and rng.randint(max_entries // 3, 2 * max_entries)
+            weight_bound = max_weight and rng.randint(max_weight // 3, 2 * max_weight)
+            assert fast.resize(entries, weight_bound) == plain.resize(entries, weight_bound)
+        if step == 20_000:
+            fast.clear()
+            plain.clear()
+        assert observe(fast) == observe(plain), step
+
+
+def test_tinylfu_shrinking_relocates_the_entries_in_the_smaller_sketch() -> None:
+    """A resize gives the sketch a new size, and the resident entries their places in it:
+    admission against entries placed in a bigger sketch would read past its end."""
+    policy = TinyLFUPolicy(2_000)
+    keys = [f"k{i}" for i in range(2_000)]
+    simulate(policy, keys * 3)
+    evicted = policy.resize(100, None)
+    assert len(evicted) == 1_900
+    assert len(policy) == 100
+    assert policy._sketch.capacity == 100
+    assert all(0 <= policy.frequency(key) <= MAX_FREQUENCY for key, _ in policy.items())
+    simulate(policy, [f"new-{i}" for i in range(500)])  # admission keeps working
+    assert len(policy) == 100
+
+
+class EqualToAll:
+    """A key equal to everything (as ``unittest.mock.ANY`` is), with a hash of its own."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return 12_345
+
+
+def test_an_insertion_takes_the_slots_of_a_pending_miss_only() -> None:
+    """``insert`` reuses what ``miss`` recorded for the same key once; a later insertion
+    of another key, however it compares, is recorded on its own."""
+    policy = TinyLFUPolicy(100)
+    for _ in range(5):
+        policy.miss("popular")
+    policy.insert("popular", 1)
+    assert policy.frequency("popular") == 5  # four counts and the doorkeeper's one
+    odd = EqualToAll()
+    policy.insert(odd, 1)
+    assert policy.frequency(odd) == 1
 
 
 # -- errors ------------------------------------------------------------------------------

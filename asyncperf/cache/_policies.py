@@ -555,6 +555,47 @@ class TinyLFUPolicy(EvictionPolicy):
 
     name = "tinylfu"
 
+    # Slots: every call reads and writes these, and slot access is the fastest
+    # there is (a dictionary of this many keys would not be shared between
+    # instances, which slows each access).
+    __slots__ = (
+        "_age_at",
+        "_capacity",
+        "_climb_at",
+        "_departed",
+        "_door_limit",
+        "_full_step",
+        "_ghost_count",
+        "_ghost_limit",
+        "_ghost_main",
+        "_ghost_main_hits",
+        "_ghost_main_units",
+        "_ghost_window",
+        "_ghost_window_hits",
+        "_haunted_at",
+        "_hits",
+        "_last_key",
+        "_last_slots",
+        "_main_edge_hits",
+        "_misses",
+        "_previous_rate",
+        "_probation",
+        "_probation_floor",
+        "_probation_seq",
+        "_protected",
+        "_protected_max",
+        "_protected_size",
+        "_random",
+        "_sample_hits",
+        "_sample_misses",
+        "_sketch",
+        "_step",
+        "_weighted",
+        "_window",
+        "_window_max",
+        "_window_size",
+    )
+
     #: The window's share of the capacity at the start.
     WINDOW_SHARE: ClassVar[float] = 0.01
     #: The protected segment's share of the main region.
@@ -643,8 +684,8 @@ class TinyLFUPolicy(EvictionPolicy):
         self._sketch = FrequencySketch(self._sketch_capacity())
         self._hits = 0
         self._misses = 0
-        #: Sketch increments outside ``access`` that changed a counter.
-        self._recorded = 0
+        #: The key of the last miss and its slots, until an insertion of it takes
+        #: them (None: no miss pending).
         self._last_key: Hashable = _NO_KEY
         self._last_slots: Slots | None = None
         self._ghost_window.clear()
@@ -652,9 +693,13 @@ class TinyLFUPolicy(EvictionPolicy):
         self._ghost_main_units = 0
         #: Units that have left the window since the start: the window ghost's clock.
         self._departed = 0
+        #: ``_departed`` at the last eviction: window ghosts a step older are dead.
+        self._haunted_at = 0
         self._ghost_window_hits = self._ghost_main_hits = 0
         self._main_edge_hits = 0
         self._probation_seq = 0
+        #: At most the number of probation's front (which never decreases).
+        self._probation_floor = 0
         self._sample_hits = self._sample_misses = 0
         self._previous_rate = 0.0
         self._step = self._full_step
@@ -663,7 +708,9 @@ class TinyLFUPolicy(EvictionPolicy):
     def _schedule(self) -> None:
         """Set when the sketch ages next, and when the climber's sample ends."""
         period = self._sketch.sample_size
-        self._age_at = self._hits + self._recorded + period
+        # Aging counts the sketch's changes from its ``recorded`` now: a new sketch
+        # starts again from zero.
+        self._age_at = self._hits + self._sketch.recorded + period
         self._door_limit = period
         self._climb_at = self._hits + self._misses + self.SAMPLE_FACTOR * self._sketch.capacity
 
@@ -674,73 +721,152 @@ class TinyLFUPolicy(EvictionPolicy):
         self._use(key)
 
     def _make_access(self) -> Callable[[Hashable], None]:
-        """The hit path as a closure over the queues' bound methods (no attribute
-        lookups): protected first, where most hits land, then the window."""
-        protected_get = self._protected.get
-        protected_touch = self._protected.move_to_end
-        window_get = self._window.get
-        window_touch = self._window.move_to_end
-        promote = self._promote
+        """The hit path as a closure over the queues and their bound methods (no
+        attribute lookups): protected first, where most hits land, then probation,
+        then the window. A promotion out of probation (``_promoted``, written out
+        for entries) is a closure of its own, so that the frame of every hit, whose
+        setup and teardown grow with its variables, stays small."""
+        protected = self._protected
+        protected_get = protected.get
+        protected_touch = protected.move_to_end
+        protected_oldest = protected.popitem
+        probation = self._probation
+        probation_pop = probation.pop
+        window = self._window
+        window_touch = window.move_to_end
         policy = self
+
+        def promote(key: Hashable, entry: _Entry) -> None:
+            # Near the old end of probation? The front's number only grows, so a
+            # past one bounds it: most hits are decided without finding the front.
+            seq, edge = entry.seq, policy._ghost_limit
+            if seq - policy._probation_floor < edge or not probation:
+                policy._main_edge_hits += 1
+            else:
+                floor = policy._probation_floor = probation[next(iter(probation))].seq
+                if seq - floor < edge:
+                    policy._main_edge_hits += 1
+            protected[key] = entry
+            size = policy._protected_size + 1
+            limit = policy._protected_max
+            if size > limit:  # protected's oldest go back (``_demote``)
+                seq = policy._probation_seq
+                while size > limit:
+                    oldest, demoted = protected_oldest(False)
+                    probation[oldest] = demoted
+                    demoted.seq = seq
+                    seq += 1
+                    size -= 1
+                policy._probation_seq = seq
+            policy._protected_size = size
 
         def access(key: Hashable) -> None:
             entry = protected_get(key)
             if entry is not None:
                 entry.uses += 1
                 protected_touch(key)
+                policy._hits += 1
+                return
+            entry = probation_pop(key, None)
+            if entry is None:
+                entry = window[key]  # KeyError: not a present key
+                entry.uses += 1
+                window_touch(key)
             else:
-                entry = window_get(key)
-                if entry is not None:
-                    entry.uses += 1
-                    window_touch(key)
+                entry.uses += 1
+                if policy._weighted:
+                    policy._promoted(key, entry)
                 else:
-                    promote(key).uses += 1
+                    promote(key, entry)
             policy._hits += 1
 
         return access
 
     def miss(self, key: Hashable) -> None:
         self._misses += 1
-        slots = self._sketch.locate(key)
+        key_hash = hash(key)
+        sketch = self._sketch
+        self._last_slots = sketch.record(key_hash)
         self._last_key = key
-        self._last_slots = slots
-        if self._sketch.increment(slots):
-            self._recorded += 1
-        ghost = hash(key)
-        departed = self._ghost_window.pop(ghost, None)
+        departed = self._ghost_window.pop(key_hash, None)
         if departed is not None:
             if departed >= self._departed - self._ghost_limit:
                 self._ghost_window_hits += 1
-        elif ghost in self._ghost_main:
-            self._ghost_main_units -= self._ghost_main.pop(ghost)
+        elif key_hash in self._ghost_main:
+            self._ghost_main_units -= self._ghost_main.pop(key_hash)
             self._ghost_main_hits += 1
+        hits = self._hits
         if (
-            self._hits + self._recorded >= self._age_at
-            or self._hits + self._misses >= self._climb_at
-            or self._sketch.door_additions >= self._door_limit
+            hits + sketch.recorded >= self._age_at
+            or hits + self._misses >= self._climb_at
+            or sketch.door_additions >= self._door_limit
         ):
             self._tick()
 
     def insert(self, key: Hashable, weight: int) -> list[Hashable]:
-        last = self._last_key
-        if self._last_slots is not None and (key is last or key == last):
-            slots = self._last_slots  # ``miss`` recorded this request already
-            self._last_key = _NO_KEY
+        slots = self._last_slots
+        if slots is not None and (key is (last := self._last_key) or key == last):
+            # ``miss`` recorded this request already.
+            self._last_key, self._last_slots = _NO_KEY, None
         else:
-            slots = self._sketch.locate(key)
-            if self._sketch.increment(slots):
-                self._recorded += 1
+            sketch = self._sketch
+            slots = sketch.record(hash(key))
             if (
-                self._hits + self._recorded >= self._age_at
-                or self._sketch.door_additions >= self._door_limit
+                self._hits + sketch.recorded >= self._age_at
+                or sketch.door_additions >= self._door_limit
             ):
                 self._tick()
-        self._window[key] = _Entry(weight, slots)
+        window = self._window
+        window[key] = _Entry(weight, slots)
         self.weight += weight
-        self._window_size += weight if self._weighted else 1
-        if self._window_size > self._window_max or self._over(len(self)):
+        if self._weighted:
+            self._window_size += weight
+        elif self._window_size == self._window_max:  # and bounded by entries only
+            return self._evict_one()
+        else:
+            self._window_size += 1
+        max_entries, max_weight = self.max_entries, self.max_weight
+        if (
+            self._window_size > self._window_max
+            or (max_entries is not None and len(self) > max_entries)
+            or (max_weight is not None and self.weight > max_weight)
+        ):
             return self._evict(None)
         return []
+
+    def _evict_one(self) -> list[Hashable]:
+        """``_evict(None)`` when the window, of a cache bounded by entries only, is
+        one entry over: the steady state of a full cache, made shorter. Its one candidate
+        competes with the front of probation, or has no one to beat when probation
+        is empty; a refused candidate never enters probation (it would leave it at
+        once) but takes its number there all the same."""
+        window, probation = self._window, self._probation
+        candidate_key, candidate = window.popitem(last=False)
+        self._departed += 1
+        seq = self._probation_seq
+        candidate.seq = seq
+        self._probation_seq = seq + 1
+        max_entries = self.max_entries
+        # With the candidate, the cache holds one entry more than the queues.
+        if max_entries is None or len(window) + len(probation) + len(self._protected) < max_entries:
+            probation[candidate_key] = candidate
+            return []
+        if probation:
+            victim_key = next(iter(probation))
+            victim = probation[victim_key]
+            if self._admit(candidate, victim):
+                del probation[victim_key]
+                probation[candidate_key] = candidate
+                self.weight -= victim.weight
+                if victim.uses:
+                    self._sketch.add(victim.slots, victim.uses)
+                self._haunt(False, victim_key, 1)
+                return [victim_key]
+        self.weight -= candidate.weight
+        if candidate.uses:
+            self._sketch.add(candidate.slots, candidate.uses)
+        self._haunt(True, candidate_key, 1)
+        return [candidate_key]
 
     def update(self, key: Hashable, weight: int) -> list[Hashable]:
         entry = self._use(key)
@@ -776,6 +902,7 @@ class TinyLFUPolicy(EvictionPolicy):
     def resize(self, max_entries: int | None, max_weight: int | None) -> list[Hashable]:
         previous = self._units()
         weighted = self._weighted
+        self._bury_ghosts()  # while the step is the one they died by
         EvictionPolicy.__init__(self, max_entries, max_weight)
         self.weight = sum(e.weight for e in self._entries())
         same_units = weighted == (self.max_weight is not None)
@@ -848,24 +975,31 @@ class TinyLFUPolicy(EvictionPolicy):
 
     def _promote(self, key: Hashable) -> _Entry:
         """A hit in probation: the key moves to protected, whose overflow goes back."""
+        entry = self._probation.pop(key)
+        self._promoted(key, entry)
+        return entry
+
+    def _promoted(self, key: Hashable, entry: _Entry) -> None:
+        """``entry``, just taken out of probation by a hit, goes to protected."""
         probation = self._probation
-        entry = probation[key]
         # Probation is first in, first out (a hit leaves it), so entry numbers bound
         # how far from its old end a key is: a hit this close is one that a step
-        # less of main would have lost.
-        if entry.seq - probation[next(iter(probation))].seq < self._edge():
+        # less of main would have lost. The numbers rise from the old end, so with
+        # the key gone the front is the old front, or a later entry when the key
+        # was the front.
+        if not probation or entry.seq - probation[next(iter(probation))].seq < self._edge(1):
             self._main_edge_hits += 1
-        del probation[key]
         self._protected[key] = entry
         self._protected_size += entry.weight if self._weighted else 1
         if self._protected_size > self._protected_max:
             self._demote()
-        return entry
 
-    def _edge(self) -> int:
-        """One step, in entries (with weights, at the average weight)."""
+    def _edge(self, absent: int = 0) -> int:
+        """One step, in entries (with weights, at the average weight); ``absent``:
+        entries out of the queues for the moment."""
         if self._weighted:
-            return max(1, round(self._ghost_limit * len(self) / max(1, self.weight)))
+            entries = len(self) + absent
+            return max(1, round(self._ghost_limit * entries / max(1, self.weight)))
         return self._ghost_limit
 
     def _demote(self) -> None:
@@ -884,8 +1018,17 @@ class TinyLFUPolicy(EvictionPolicy):
     def _admit(self, candidate: _Entry, victim: _Entry) -> bool:
         """Whether the candidate should replace the victim (TinyLFU's admission)."""
         frequency = self._sketch.frequency
-        candidate_frequency = min(frequency(candidate.slots) + candidate.uses, MAX_FREQUENCY)
-        victim_frequency = min(frequency(victim.slots) + victim.uses, MAX_FREQUENCY)
+        candidate_frequency = frequency(candidate.slots) + candidate.uses
+        if (
+            candidate_frequency <= self.ADMIT_MARGIN
+            and candidate_frequency < self.ADMIT_RANDOM_FROM
+        ):
+            return False  # it beats no victim and is not drawn: no need of the victim's
+        if candidate_frequency > MAX_FREQUENCY:
+            candidate_frequency = MAX_FREQUENCY
+        victim_frequency = frequency(victim.slots) + victim.uses
+        if victim_frequency > MAX_FREQUENCY:
+            victim_frequency = MAX_FREQUENCY
         if candidate_frequency > victim_frequency + self.ADMIT_MARGIN:
             return True
         # A popular candidate losing may be an attack colliding with the victim's
@@ -915,36 +1058,42 @@ class TinyLFUPolicy(EvictionPolicy):
         """Move the window's overflow to probation as candidates, then evict until the
         bounds hold, each candidate against the front of probation (Caffeine's
         ``evictFromMain``). ``keep`` (an updated entry) is never evicted."""
-        evicted: list[Hashable] = []
-        window, probation = self._window, self._probation
+        window, probation, protected = self._window, self._probation, self._protected
         weighted = self._weighted
         candidates: list[Hashable] = []
-        while self._window_size > self._window_max and window:
-            key, entry = window.popitem(last=False)
-            units = entry.weight if weighted else 1
-            self._window_size -= units
-            self._departed += units
-            probation[key] = entry
-            entry.seq = self._probation_seq
-            self._probation_seq += 1
-            candidates.append(key)
-        index = 0
-        protected = self._protected
+        window_size, window_max = self._window_size, self._window_max
+        if window_size > window_max and window:
+            seq, departed = self._probation_seq, self._departed
+            while window_size > window_max and window:
+                key, entry = window.popitem(last=False)
+                units = entry.weight if weighted else 1
+                window_size -= units
+                departed += units
+                probation[key] = entry
+                entry.seq = seq
+                seq += 1
+                candidates.append(key)
+            self._window_size, self._probation_seq, self._departed = window_size, seq, departed
+        evicted: list[Hashable] = []
         max_entries, max_weight = self.max_entries, self.max_weight
-        while (
-            max_entries is not None and len(window) + len(probation) + len(protected) > max_entries
-        ) or (max_weight is not None and self.weight > max_weight):
+        entries = len(window) + len(probation) + len(protected)
+        if not (
+            (max_entries is not None and entries > max_entries)
+            or (max_weight is not None and self.weight > max_weight)
+        ):
+            return evicted
+        pending = iter(candidates)
+        while True:
             if probation and keep is None:
                 queue, victim = probation, next(iter(probation))
             else:
                 queue, victim = self._victim(keep)
             by_window = queue is window
             candidate: Hashable = _NO_KEY
-            while index < len(candidates):
-                candidate = candidates[index]
-                index += 1
+            for candidate in pending:
                 if candidate in probation:  # not already evicted as a victim
                     break
+            else:
                 candidate = _NO_KEY
             if candidate is victim:
                 by_window = True  # probation holds only undecided candidates
@@ -954,31 +1103,62 @@ class TinyLFUPolicy(EvictionPolicy):
                     queue, victim, by_window = probation, candidate, True  # refused
             entry = queue.pop(victim)
             self._forget(queue, entry)
-            self._haunt(by_window, victim, entry)
+            self._haunt(by_window, victim, entry.weight if weighted else 1)
             evicted.append(victim)
-        return evicted
+            entries -= 1
+            if not (
+                (max_entries is not None and entries > max_entries)
+                or (max_weight is not None and self.weight > max_weight)
+            ):
+                return evicted
 
-    def _haunt(self, by_window: bool, key: Hashable, entry: _Entry) -> None:
+    def _haunt(self, by_window: bool, key: Hashable, units: int) -> None:
         """Remember an evicted key's hash in the ghost list of the way it left."""
         ghost = hash(key)
         # A key set again without a miss may still be in a ghost: it moves to the end.
-        self._ghost_window.pop(ghost, None)
-        self._ghost_main_units -= self._ghost_main.pop(ghost, 0)
+        ghost_window, ghost_main = self._ghost_window, self._ghost_main
+        ghost_window.pop(ghost, None)
+        if ghost_main:
+            gone = ghost_main.pop(ghost, 0)
+            if gone:
+                self._ghost_main_units -= gone
+        departed = self._departed
         if by_window:
-            self._ghost_window[ghost] = self._departed
+            ghost_window[ghost] = departed
+            count = self._ghost_count
+            while len(ghost_window) > count:  # by length only: see ``_trim_ghosts``
+                ghost_window.popitem(last=False)
         else:
-            units = entry.weight if self._weighted else 1
-            self._ghost_main[ghost] = units
-            self._ghost_main_units += units
-        self._trim_ghosts()
+            ghost_main[ghost] = units
+            main_units = self._ghost_main_units + units
+            limit, count = self._ghost_limit, self._ghost_count
+            while ghost_main and (main_units > limit or len(ghost_main) > count):
+                main_units -= ghost_main.popitem(last=False)[1]
+            self._ghost_main_units = main_units
+        self._haunted_at = departed
+
+    def _bury_ghosts(self) -> None:
+        """Drop the window ghosts that died by the last eviction (see ``_trim_ghosts``)."""
+        ghost = self._ghost_window
+        cutoff = self._haunted_at - self._ghost_limit
+        while ghost and next(iter(ghost.values())) < cutoff:
+            ghost.popitem(last=False)
 
     def _trim_ghosts(self) -> None:
-        """Keep each ghost to one step: of window departures, and of main's evictions."""
+        """Keep each ghost to one step: of window departures, and of main's evictions.
+
+        A window ghost more than a step of departures old is dead: a miss on it does
+        not count. An eviction trims that ghost by length only, so the dead (which
+        departed first) may stay at its front; ``_bury_ghosts`` drops them, as of
+        the last eviction, before a resize changes the step, so that a longer step
+        does not bring them back.
+        """
         limit, count = self._ghost_limit, self._ghost_count
         ghost = self._ghost_window
         oldest = self._departed - limit
         while ghost and (next(iter(ghost.values())) < oldest or len(ghost) > count):
             ghost.popitem(last=False)
+        self._haunted_at = self._departed
         ghost = self._ghost_main
         while ghost and (self._ghost_main_units > limit or len(ghost) > count):
             self._ghost_main_units -= ghost.popitem(last=False)[1]
@@ -988,8 +1168,15 @@ class TinyLFUPolicy(EvictionPolicy):
         if capacity == self._sketch.capacity:
             return
         # A new table forgets the counts (Caffeine does the same when it grows); the
-        # entries keep their own uses.
-        self._sketch = FrequencySketch(capacity)
+        # entries keep their own uses, and their slots move to the new table (those
+        # of a bigger one would index past the end of a smaller one).
+        sketch = self._sketch = FrequencySketch(capacity)
+        locate = sketch.locate
+        for queue in (self._window, self._probation, self._protected):
+            for key, entry in queue.items():
+                entry.slots = locate(key)
+        if self._last_slots is not None:
+            self._last_slots = locate(self._last_key)
         self._schedule()
 
     def _tick(self) -> None:
@@ -998,11 +1185,14 @@ class TinyLFUPolicy(EvictionPolicy):
             self._resize_sketch()  # sized by entries, which only a weight bound leaves open
             return
         sketch = self._sketch
-        if self._hits + self._recorded >= self._age_at or sketch.door_additions >= self._door_limit:
+        if (
+            self._hits + sketch.recorded >= self._age_at
+            or sketch.door_additions >= self._door_limit
+        ):
             sketch.age()
             for entry in self._entries():
                 entry.uses >>= 1
-            self._age_at = self._hits + self._recorded + sketch.sample_size
+            self._age_at = self._hits + sketch.recorded + sketch.sample_size
         if self._hits + self._misses >= self._climb_at:
             self._climb()
             self._climb_at = self._hits + self._misses + self.SAMPLE_FACTOR * sketch.capacity
