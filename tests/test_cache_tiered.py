@@ -1199,6 +1199,26 @@ async def test_aclose_cancelled_while_loads_end_still_stops_write_behind(
     assert "1 write-behind writes were not written" in loop_errors[0]["message"]
 
 
+async def test_a_write_behind_set_caught_by_aclose_says_so() -> None:
+    """A set still writing the top level when the tier closes is not queued for a stopped
+    writer: it raises CacheClosed and is counted, never silently lost."""
+    l1, l2 = two_levels()
+    cache = TieredCache(l1, l2, write="behind", write_behind_delay=60.0)
+    await cache.set("early", 1)  # starts the write-behind task
+    l1.gate, l1.gated = asyncio.Event(), {"set"}
+    late = asyncio.create_task(cache.set("late", 2))
+    await wait_until(lambda: ("set", "late") in l1.calls)
+    await cache.aclose()
+    l1.gate.set()
+    with pytest.raises(CacheClosed):
+        await late
+    stats = cache.statistics()
+    assert stats.write_behind_errors == 1
+    assert stats.write_behind_pending == 0
+    assert "late" not in l2.data
+    assert l2.data["early"][0] == 1
+
+
 async def test_a_second_aclose_returns_once_the_levels_are_closed() -> None:
     """aclose called while another aclose runs waits for it instead of returning at once."""
     l1, l2 = two_levels()

@@ -805,6 +805,11 @@ class TieredCache:
     # -- write-behind -------------------------------------------------------------
 
     async def _enqueue(self, key: Hashable, value: Any, ttl: float | None) -> None:
+        if self._closed:
+            # The tier closed while this write was at the top level: the writer has
+            # stopped, so the lower levels would never get it. Say so, and count it.
+            self._wb_errors += 1
+            raise CacheClosed(_CLOSED)
         pending = self._pending
         pending[key] = (value, ttl, self._clock.now())
         if self._wb_task is None:
