@@ -1219,6 +1219,24 @@ async def test_a_write_behind_set_caught_by_aclose_says_so() -> None:
     assert l2.data["early"][0] == 1
 
 
+async def test_prewarm_overtaken_by_aclose_raises_cache_closed() -> None:
+    """The tier closing under a prewarm ends it with CacheClosed itself, not in a group."""
+    l1, l2 = two_levels()
+    cache = TieredCache(l1, l2)
+    started = asyncio.Event()
+
+    async def slow(key: int) -> int:
+        started.set()
+        await asyncio.Event().wait()
+        return key
+
+    warming = asyncio.create_task(cache.prewarm(range(100), slow, concurrency=4))
+    await started.wait()
+    await cache.aclose()
+    with pytest.raises(CacheClosed):
+        await warming
+
+
 async def test_a_second_aclose_returns_once_the_levels_are_closed() -> None:
     """aclose called while another aclose runs waits for it instead of returning at once."""
     l1, l2 = two_levels()

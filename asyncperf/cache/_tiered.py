@@ -642,20 +642,26 @@ class TieredCache:
         remaining = iter(keys)
         loaded = 0
         errors: list[Exception] = []
+        closed: CacheClosed | None = None
 
         async def warm() -> None:
-            nonlocal loaded
+            nonlocal loaded, closed
             # Workers share one iterator: each takes the next key when it is free.
             for key in remaining:
                 try:
                     if await self._prewarm_one(key, loader, ttl):
                         loaded += 1
+                except CacheClosed as exc:
+                    closed = exc  # the tier closed: no key left is worth loading
+                    return
                 except Exception as exc:
                     errors.append(exc)
 
         async with asyncio.TaskGroup() as group:
             for _ in range(limit):
                 group.create_task(warm())
+        if closed is not None:
+            raise closed
         if errors:
             raise ExceptionGroup(f"prewarm: {len(errors)} key(s) failed to load", errors)
         return loaded
