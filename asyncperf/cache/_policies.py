@@ -124,31 +124,21 @@ class _NoKey:
 _NO_KEY: Final = _NoKey()
 
 
-class LRUPolicy(EvictionPolicy):
-    """Least recently used: a hit moves the key to the end; the front is evicted."""
+class _OrderedPolicy(EvictionPolicy):
+    """A policy over one ordered dict of key → weight, front evicted first (LRU and FIFO).
 
-    name = "lru"
+    Subclasses say what a hit and an update do to the order, and how the front is
+    evicted (``_evict``, which never evicts ``keep``).
+    """
 
     def __init__(self, max_entries: int | None = None, max_weight: int | None = None) -> None:
         super().__init__(max_entries, max_weight)
         self._order: OrderedDict[Hashable, int] = OrderedDict()
-        # The hit path: one bound-method call, no attribute lookups.
-        self.access = self._order.move_to_end  # type: ignore[method-assign]
 
     def insert(self, key: Hashable, weight: int) -> list[Hashable]:
         self._order[key] = weight
         self.weight += weight
-        return self._evict()
-
-    def access(self, key: Hashable) -> None:
-        self._order.move_to_end(key)
-
-    def update(self, key: Hashable, weight: int) -> list[Hashable]:
-        order = self._order
-        self.weight += weight - order[key]
-        order[key] = weight
-        order.move_to_end(key)
-        return self._evict()
+        return self._evict(_NO_KEY)
 
     def remove(self, key: Hashable) -> None:
         self.weight -= self._order.pop(key)
@@ -160,18 +150,11 @@ class LRUPolicy(EvictionPolicy):
     def resize(self, max_entries: int | None, max_weight: int | None) -> list[Hashable]:
         EvictionPolicy.__init__(self, max_entries, max_weight)
         self.weight = sum(self._order.values())
-        return self._evict()
+        return self._evict(_NO_KEY)
 
-    def _evict(self) -> list[Hashable]:
-        # The key just inserted or updated is at the end: it is reached only once it
-        # is alone, and alone it fits (a key heavier than the bound is never passed in).
-        evicted: list[Hashable] = []
-        order = self._order
-        while self._over(len(order)):
-            key, weight = order.popitem(last=False)
-            self.weight -= weight
-            evicted.append(key)
-        return evicted
+    @abc.abstractmethod
+    def _evict(self, keep: Hashable) -> list[Hashable]:
+        """Evict from the front until within the bounds, never ``keep``; the keys evicted."""
 
     def __len__(self) -> int:
         return len(self._order)
@@ -183,19 +166,43 @@ class LRUPolicy(EvictionPolicy):
         return iter(list(self._order.items()))
 
 
-class FIFOPolicy(EvictionPolicy):
-    """First in, first out: hits and updates change nothing; the oldest insertion goes."""
+class LRUPolicy(_OrderedPolicy):
+    """Least recently used: a hit moves the key to the end; the front is evicted."""
 
-    name = "fifo"
+    name = "lru"
 
     def __init__(self, max_entries: int | None = None, max_weight: int | None = None) -> None:
         super().__init__(max_entries, max_weight)
-        self._order: OrderedDict[Hashable, int] = OrderedDict()
+        # The hit path: one bound-method call, no attribute lookups.
+        self.access = self._order.move_to_end  # type: ignore[method-assign]
 
-    def insert(self, key: Hashable, weight: int) -> list[Hashable]:
-        self._order[key] = weight
-        self.weight += weight
-        return self._evict(_NO_KEY)
+    def access(self, key: Hashable) -> None:
+        self._order.move_to_end(key)
+
+    def update(self, key: Hashable, weight: int) -> list[Hashable]:
+        order = self._order
+        self.weight += weight - order[key]
+        order[key] = weight
+        order.move_to_end(key)
+        return self._evict(key)
+
+    def _evict(self, keep: Hashable) -> list[Hashable]:
+        # The key just inserted or updated (``keep``) is at the end: it is reached only
+        # once it is alone, and alone it fits (a key heavier than the bound is never
+        # passed in), so it needs no check here.
+        evicted: list[Hashable] = []
+        order = self._order
+        while self._over(len(order)):
+            key, weight = order.popitem(last=False)
+            self.weight -= weight
+            evicted.append(key)
+        return evicted
+
+
+class FIFOPolicy(_OrderedPolicy):
+    """First in, first out: hits and updates change nothing; the oldest insertion goes."""
+
+    name = "fifo"
 
     def access(self, key: Hashable) -> None:
         return None
@@ -205,18 +212,6 @@ class FIFOPolicy(EvictionPolicy):
         self.weight += weight - order[key]
         order[key] = weight
         return self._evict(key)
-
-    def remove(self, key: Hashable) -> None:
-        self.weight -= self._order.pop(key)
-
-    def clear(self) -> None:
-        self._order.clear()
-        self.weight = 0
-
-    def resize(self, max_entries: int | None, max_weight: int | None) -> list[Hashable]:
-        EvictionPolicy.__init__(self, max_entries, max_weight)
-        self.weight = sum(self._order.values())
-        return self._evict(_NO_KEY)
 
     def _evict(self, keep: Hashable) -> list[Hashable]:
         evicted: list[Hashable] = []
@@ -233,15 +228,6 @@ class FIFOPolicy(EvictionPolicy):
             order[held[0]] = held[1]
             order.move_to_end(held[0], last=False)
         return evicted
-
-    def __len__(self) -> int:
-        return len(self._order)
-
-    def __contains__(self, key: Hashable) -> bool:
-        return key in self._order
-
-    def items(self) -> Iterator[tuple[Hashable, int]]:
-        return iter(list(self._order.items()))
 
 
 class _Bucket:
