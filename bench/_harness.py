@@ -14,6 +14,7 @@ import datetime
 import gc
 import importlib
 import json
+import math
 import os
 import platform
 import statistics
@@ -49,6 +50,7 @@ __all__ = [
     "Suite",
     "fmt",
     "import_peer",
+    "quantile",
 ]
 
 LoopChoice = Literal["asyncio", "uvloop"]
@@ -181,6 +183,16 @@ def import_peer(module: str, notes: list[str]) -> bool:
         )
         return False
     return True
+
+
+def quantile(ordered: Sequence[float], q: float) -> float:
+    """The q-quantile of sorted values, interpolated between the closest ranks (NaN if none)."""
+    if not ordered:
+        return math.nan
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def fmt(value: float) -> str:

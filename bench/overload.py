@@ -37,7 +37,7 @@ import random
 import statistics
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -45,7 +45,18 @@ from rich.table import Table
 from rich.text import Text
 
 import asyncperf as ap
-from bench._harness import Bar, Case, Config, Harness, LoopChoice, Plan, Result, Suite, fmt
+from bench._harness import (
+    Bar,
+    Case,
+    Config,
+    Harness,
+    LoopChoice,
+    Plan,
+    Result,
+    Suite,
+    fmt,
+    quantile,
+)
 
 __all__ = ["SUITE", "Scenario", "Workload", "analyse", "make_workload", "run_strategy"]
 
@@ -590,16 +601,6 @@ async def run_strategy(strategy: str, w: Workload, s: Scenario) -> Run:
 # -- analysis -------------------------------------------------------------------------------
 
 
-def _percentile(ordered: Sequence[float], q: float) -> float:
-    """The q-quantile of sorted values, interpolated between the closest ranks."""
-    if not ordered:
-        return math.nan
-    position = q * (len(ordered) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 #: Metrics per phase and class: (key, unit, higher is better).
 GROUP_METRICS: tuple[tuple[str, str, bool], ...] = (
     ("offered", "requests", True),
@@ -694,9 +695,9 @@ def _group(
         "failed": counts[FAILED] + counts[UNFINISHED],
         "unfinished": counts[UNFINISHED],
         "unfinished_pct": 100.0 * counts[UNFINISHED] / offered if offered else 0.0,
-        "p50_ms": 1e3 * _percentile(latencies, 0.50),
-        "p99_ms": 1e3 * _percentile(latencies, 0.99),
-        "wait_p99_ms": 1e3 * _percentile(waits, 0.99),
+        "p50_ms": 1e3 * quantile(latencies, 0.50),
+        "p99_ms": 1e3 * quantile(latencies, 0.99),
+        "wait_p99_ms": 1e3 * quantile(waits, 0.99),
     }
 
 
@@ -807,11 +808,11 @@ def analyse(s: Scenario, w: Workload, run: Run) -> dict[str, float]:
             "run/drain_s": drain,
             "run/drained": float(drained),
             "run/backlog": backlog,
-            "run/issue_lag_p99_ms": 1e3 * _percentile(lags, 0.99),
+            "run/issue_lag_p99_ms": 1e3 * quantile(lags, 0.99),
             "run/issue_lag_max_ms": 1e3 * (lags[-1] if lags else 0.0),
             "run/upstream_peak": run.upstream_peak,
-            "run/base_p50_ms": 1e3 * _percentile(first, 0.50),
-            "run/base_p99_ms": 1e3 * _percentile(first, 0.99),
+            "run/base_p50_ms": 1e3 * quantile(first, 0.50),
+            "run/base_p99_ms": 1e3 * quantile(first, 0.99),
             "run/duration_s": run.cut,
         }
     )

@@ -43,7 +43,19 @@ from rich.text import Text
 from asyncperf.queues import AdaptiveLimiter
 from asyncperf.supervisor import ScalingPolicy, Supervisor
 from asyncperf.workers import WorkerPool
-from bench._harness import Bar, Case, Config, Harness, LoopChoice, Plan, Result, Suite, fmt
+from bench._harness import (
+    Bar,
+    Case,
+    Config,
+    Harness,
+    LoopChoice,
+    Plan,
+    Result,
+    Suite,
+    fmt,
+    quantile,
+)
+from bench.overload import Upstream
 
 __all__ = ["SUITE", "Scenario", "Workload", "make_workload", "run_pool"]
 
@@ -164,25 +176,6 @@ def make_workload(s: Scenario) -> Workload:
     return Workload(arrivals, service)
 
 
-class Upstream:
-    """Base latency up to ``capacity`` calls at once; beyond, slower for every call that starts."""
-
-    __slots__ = ("capacity", "in_flight", "peak")
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.in_flight = 0
-        self.peak = 0
-
-    async def call(self, base: float) -> None:
-        self.in_flight += 1
-        self.peak = max(self.peak, self.in_flight)
-        try:
-            await asyncio.sleep(base * max(1.0, self.in_flight / self.capacity))
-        finally:
-            self.in_flight -= 1
-
-
 @dataclass(slots=True)
 class Run:
     """What one run of one contender measured."""
@@ -211,16 +204,6 @@ class Run:
 async def _stop(task: asyncio.Task[None]) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-
-
-def _percentile(ordered: list[float], q: float) -> float:
-    """The q-quantile of sorted values, interpolated between the closest ranks."""
-    if not ordered:
-        return math.nan
-    position = q * (len(ordered) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def _make_pool(contender: str, s: Scenario) -> tuple[WorkerPool, Supervisor | None]:
@@ -322,8 +305,8 @@ async def run_pool(contender: str, w: Workload, s: Scenario) -> Run:
     return Run(
         contender=contender,
         throughput=n / finished,
-        p50_ms=1e3 * _percentile(latencies, 0.50),
-        p99_ms=1e3 * _percentile(latencies, 0.99),
+        p50_ms=1e3 * quantile(latencies, 0.50),
+        p99_ms=1e3 * quantile(latencies, 0.99),
         peak_workers=max(counts),
         mean_workers=statistics.fmean(counts),
         peak_memory_kib=peak_memory / 1024,
