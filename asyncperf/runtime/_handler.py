@@ -21,7 +21,7 @@ from asyncperf._errors import (
 )
 from asyncperf.queues import Backoff, RateLimiter
 from asyncperf.workers import WorkerPool
-from asyncperf.workers._stats import percentile
+from asyncperf.workers._stats import LatencySamples
 
 if TYPE_CHECKING:
     from asyncperf.runtime._runtime import Runtime
@@ -33,9 +33,6 @@ P2 = ParamSpec("P2")
 R_co = TypeVar("R_co", covariant=True)
 S = TypeVar("S")
 
-# Latency percentiles come from the last _SAMPLES successful calls (a power of two).
-_SAMPLES = 1024
-_SAMPLE_MASK = _SAMPLES - 1
 #: The key of a refusal by the handler's rate limit in ``HandlerStatistics.rejections``.
 RATE_LIMITED = "rate_limited"
 
@@ -145,7 +142,7 @@ class HandlerCore:
         "_fn",
         "_in_flight",
         "_key_skip",
-        "_latencies",
+        "_latency",
         "_make_key",
         "_now",
         "_pool",
@@ -160,7 +157,6 @@ class HandlerCore:
         "_retry_on",
         "_running",
         "_runtime",
-        "_samples",
         "_sleep",
         "_succeeded",
         "_timed_out",
@@ -220,8 +216,8 @@ class HandlerCore:
         self._retried = 0
         self._rejections: dict[str, int] = {}
         self._drops: dict[str, int] = {}
-        self._samples = 0
-        self._latencies = [0.0] * _SAMPLES
+        # Latency percentiles come from the last 1,024 successful calls.
+        self._latency = LatencySamples()
 
     @property
     def pool(self) -> WorkerPool:
@@ -278,9 +274,7 @@ class HandlerCore:
             raise
         self._in_flight -= 1
         self._succeeded += 1
-        index = self._samples & _SAMPLE_MASK
-        self._samples += 1
-        self._latencies[index] = self._now() - started
+        self._latency.add(self._now() - started)
         return result
 
     async def _attempts(
@@ -464,8 +458,7 @@ class HandlerCore:
 
     def statistics(self) -> HandlerStatistics:
         """A frozen snapshot of the handler's counters and latencies."""
-        count = min(self._samples, _SAMPLES)
-        latencies = sorted(self._latencies[:count])
+        p50, p99 = self._latency.percentiles()
         return HandlerStatistics(
             name=self.name,
             pool=self._pool.name,
@@ -482,8 +475,8 @@ class HandlerCore:
             running=self._running,
             cache_hits=self._cache_hits,
             retries=self._retried,
-            latency_p50=percentile(latencies, 0.50),
-            latency_p99=percentile(latencies, 0.99),
+            latency_p50=p50 if p50 is not None else 0.0,  # 0.0 before the first call ends
+            latency_p99=p99 if p99 is not None else 0.0,
             rejections=dict(self._rejections),
             drops=dict(self._drops),
         )
