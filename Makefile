@@ -30,7 +30,7 @@ pytest: $(STAMP_DEV)
 		tests/test_supervisor.py tests/test_handler.py tests/test_runtime.py
 
 bench: $(STAMP_BENCH)
-	$(BIN)/python -m bench --loop both --json bench/results/latest.json
+	$(BIN)/asyncperf bench all --loop both --json bench/results/latest.json
 
 install: $(STAMP_DEV)
 
@@ -40,11 +40,11 @@ $(VENV)/bin/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP_RUN): $(VENV)/bin/python pyproject.toml
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[charts]'
 	touch $@
 
 $(STAMP_DEV): $(VENV)/bin/python pyproject.toml
-	$(BIN)/pip install --quiet -e '.[dev,peers]'
+	$(BIN)/pip install --quiet -e '.[dev,peers,charts]'
 	touch $@ $(STAMP_RUN)
 
 $(STAMP_BENCH): $(STAMP_DEV)

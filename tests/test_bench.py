@@ -6,17 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from bench import overload
+from asyncperf.tools.bench import backpressure as overload
+from asyncperf.tools.bench._main import SUITES as REGISTERED
 
 REPO = Path(__file__).resolve().parent.parent
-SUITES = {"pool", "queue", "memory", "overload", "cache", "hit_ratio", "disk", "scaling"}
+# The suites this quick run covers; the newer ones have their own test files.
+SUITES = {"pool", "queue", "memory", "backpressure", "cache", "hit_ratio", "disk", "scaling"}
 STRATEGIES = {"gather_semaphore", "pool_static", "pool_overload"}
 
 
 def test_bench_quick_run_writes_every_suite(tmp_path: Path) -> None:
     """A --quick run of all suites exits 0 and writes a positive figure for every contender."""
     out = tmp_path / "bench.json"
-    command = [sys.executable, "-m", "bench", "--quick", "--suite", "all", "--loop", "asyncio"]
+    command = [sys.executable, "-m", "bench", "--quick", *sorted(SUITES), "--loop", "asyncio"]
     proc = subprocess.run(
         [*command, "--json", str(out)],
         cwd=REPO,
@@ -29,7 +31,7 @@ def test_bench_quick_run_writes_every_suite(tmp_path: Path) -> None:
     data = json.loads(out.read_text(encoding="utf-8"))
     assert set(data["suites"]) == SUITES
     assert data["metadata"]["cpu_count"] == os.cpu_count()
-    for name in SUITES - {"overload", "hit_ratio"}:
+    for name in SUITES - {"backpressure", "hit_ratio"}:
         results = data["suites"][name]["results"]
         assert results, f"suite {name} has no results"
         for result in results:
@@ -44,7 +46,7 @@ def test_bench_quick_run_writes_every_suite(tmp_path: Path) -> None:
     disk = {r["contender"] for r in data["suites"]["disk"]["results"]}
     assert {"asyncperf", "diskcache_thread"} <= disk
     _check_hit_ratio(data["suites"]["hit_ratio"])
-    _check_overload(data["suites"]["overload"])
+    _check_overload(data["suites"]["backpressure"])
 
 
 def _check_hit_ratio(suite: dict[str, object]) -> None:
@@ -64,7 +66,7 @@ def _check_hit_ratio(suite: dict[str, object]) -> None:
 def _check_overload(suite: dict[str, object]) -> None:
     results = suite["results"]
     assert isinstance(results, list)
-    headline = {r["contender"]: r for r in results if r["case"] == "overload"}
+    headline = {r["contender"]: r for r in results if r["case"] == "backpressure"}
     assert set(headline) == STRATEGIES
     for result in headline.values():
         assert result["loop"] == "asyncio"
@@ -115,3 +117,55 @@ def test_overload_workload_is_seeded_and_follows_the_phases() -> None:
         expected = load * scenario.capacity * scenario.phase_seconds
         assert abs(count - expected) < 5 * expected**0.5 + 1, (phase, count, expected)
     assert set(first.classes) == {0, 1, 2}
+
+
+def test_every_suite_the_issue_names_is_registered() -> None:
+    """``asyncperf bench all`` covers every suite of the issue, plus the cache and scaling ones."""
+    assert set(REGISTERED) >= SUITES
+
+
+def test_vs_limits_the_peers_and_keeps_the_baselines(tmp_path: Path) -> None:
+    """``--vs aiojobs``: aiojobs runs, the other peers are skipped with a note, the stock
+    baselines and asyncperf still run, and every result has a min-max range around its median."""
+    out = tmp_path / "vs.json"
+    command = [sys.executable, "-m", "asyncperf", "bench", "pool", "--quick", "--loop", "asyncio"]
+    proc = subprocess.run(
+        [*command, "--vs", "aiojobs", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text(encoding="utf-8"))
+    suite = data["suites"]["pool"]
+    contenders = {r["contender"] for r in suite["results"]}
+    assert "aiojobs" in contenders
+    assert not contenders & {"anyio", "aiometer"}
+    assert {"floor", "queue_workers", "worker_pool"} <= contenders
+    assert any("anyio is not in --vs" in note for note in suite["notes"])
+    assert data["metadata"]["config"]["vs"] == ["aiojobs"]
+    for result in suite["results"]:
+        assert result["best"] <= result["value"] <= result["worst"], result
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["nope"], "SUITE: unknown suite 'nope'"),
+        (["pool", "--vs", "aiojobs,nope"], "--vs: unknown peer 'nope'"),
+        (["pool", "--repeat", "3"], "--repeat must be >= 5"),
+        (["pool", "--jobs", "0"], "--jobs must be >= 1"),
+    ],
+)
+def test_bench_rejects_bad_options_naming_them(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bad options exit with status 2 before anything runs, and the error names the option."""
+    from asyncperf.tools import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

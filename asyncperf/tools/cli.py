@@ -12,62 +12,20 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from importlib import metadata
 
 import asyncperf as ap
+from asyncperf.tools._command import (
+    Command,
+    UsageError,
+    add_loop_option,
+    check_at_least,
+    check_loop,
+)
+from asyncperf.tools.bench._main import COMMAND as BENCH
 
 __all__ = ["COMMANDS", "Command", "UsageError", "build_parser", "main"]
-
-LOOP_CHOICES = ("auto", "uvloop", "asyncio")
-
-
-class UsageError(Exception):
-    """A bad command-line argument, found after parsing; the message names it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    """One subcommand: its name, one line of help, its arguments and what it runs."""
-
-    name: str
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
-
-
-# -- shared arguments and checks ---------------------------------------------------
-
-
-def add_loop_option(parser: argparse.ArgumentParser) -> None:
-    """``--loop auto|uvloop|asyncio``, for every subcommand that runs a loop."""
-    parser.add_argument(
-        "--loop",
-        choices=LOOP_CHOICES,
-        default="auto",
-        help="event loop: uvloop when installed (auto), or the one named (default: auto)",
-    )
-
-
-def check_loop(loop: str) -> ap.loop.LoopChoice:
-    """The loop choice, checked to be importable here.
-
-    Raises:
-        UsageError: uvloop was asked for and is not installed.
-    """
-    if loop == "uvloop" and "uvloop" not in ap.available_loops():
-        raise UsageError("--loop uvloop: uvloop is not installed (pip install uvloop)")
-    if loop == "uvloop":
-        return "uvloop"
-    return "asyncio" if loop == "asyncio" else "auto"
-
-
-def check_at_least(option: str, value: int, minimum: int) -> None:
-    """Raises UsageError ``"--option must be >= minimum"`` when ``value`` is below it."""
-    if value < minimum:
-        raise UsageError(f"{option} must be >= {minimum}")
-
 
 # -- asyncperf demo ----------------------------------------------------------------
 
@@ -155,6 +113,7 @@ COMMANDS: tuple[Command, ...] = (
         _run_demo,
     ),
     Command("info", "show versions and the event loops available", _info_arguments, _run_info),
+    BENCH,
 )
 
 

@@ -1,4 +1,4 @@
-"""Suite ``overload``: goodput, latency and shedding when offered load is 2-3x capacity.
+"""Suite ``backpressure``: goodput, latency and shedding when offered load is 2-3x capacity.
 
 A simulated upstream takes ``C`` calls at once at its base latency (lognormal,
 seeded) and slows down for everyone in proportion to the calls in flight beyond
@@ -45,7 +45,7 @@ from rich.table import Table
 from rich.text import Text
 
 import asyncperf as ap
-from bench._harness import (
+from asyncperf.tools.bench._harness import (
     Bar,
     Case,
     Config,
@@ -60,7 +60,7 @@ from bench._harness import (
 
 __all__ = ["SUITE", "Scenario", "Workload", "analyse", "make_workload", "run_strategy"]
 
-NAME = "overload"
+NAME = "backpressure"
 
 # -- the scenario -----------------------------------------------------------------------
 
@@ -1031,11 +1031,12 @@ def _json_results(loop: str, store: _Store) -> list[Result]:
                     items=1,
                     value=_median(clean),
                     best=_best(clean, higher),
+                    worst=_best(clean, not higher),
                     repeat=len(clean),
                     samples=clean,
                     raw_unit=unit,
                     warmup=0.0,
-                    note="median of the repetitions; best = the best repetition",
+                    note="median of the repetitions; best/worst = the best/worst repetition",
                 )
             )
     return results

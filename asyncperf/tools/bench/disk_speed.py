@@ -35,7 +35,7 @@ from rich.table import Table
 from rich.text import Text
 
 from asyncperf.cache._disk import DiskCache
-from bench._harness import (
+from asyncperf.tools.bench._harness import (
     Bar,
     Case,
     Config,
@@ -237,7 +237,9 @@ def plan(config: Config, loop: LoopChoice) -> Plan:
     """The cases: get and set of each value size, for every available contender."""
     result = Plan(cases=[])
     available = [
-        c for c in CONTENDERS if c.requires is None or import_peer(c.requires, result.notes)
+        c
+        for c in CONTENDERS
+        if c.requires is None or import_peer(c.requires, result.notes, config.vs)
     ]
     for work in _workloads(config.quick):
         for op in ("get", "set"):

@@ -22,7 +22,16 @@ from rich.table import Table
 from rich.text import Text
 
 import asyncperf as ap
-from bench._harness import Case, Config, Harness, LoopChoice, Plan, Result, Suite, fmt
+from asyncperf.tools.bench._harness import (
+    Case,
+    Config,
+    Harness,
+    LoopChoice,
+    Plan,
+    Result,
+    Suite,
+    fmt,
+)
 
 __all__ = ["SUITE"]
 

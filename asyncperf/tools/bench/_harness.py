@@ -50,6 +50,7 @@ __all__ = [
     "Suite",
     "fmt",
     "import_peer",
+    "peer_module",
     "quantile",
 ]
 
@@ -68,6 +69,8 @@ class Config:
     loops: tuple[LoopChoice, ...]
     memory_items: int
     queue_depths: tuple[int, ...]
+    #: Only these peers (module names, ``async_lru`` style); None: every installed peer.
+    vs: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,8 @@ class Result:
     value: float
     #: Fastest (smallest) repetition, per item, in ``unit``.
     best: float
+    #: Slowest (largest) repetition, per item, in ``unit``: with ``best``, the min-max range.
+    worst: float
     repeat: int
     #: Raw figure of each repetition for all ``items``, in ``raw_unit``.
     samples: list[float]
@@ -172,8 +177,22 @@ def _repeats(case: Case, repeat: int) -> int:
     return repeat if case.max_repeat is None else min(repeat, case.max_repeat)
 
 
-def import_peer(module: str, notes: list[str]) -> bool:
-    """Whether an optional peer imports; when it does not, add a note saying it is skipped."""
+def peer_module(name: str) -> str:
+    """The module name of a peer as given to ``--vs`` (``async-lru`` -> ``async_lru``)."""
+    return name.strip().lower().replace("-", "_")
+
+
+def import_peer(module: str, notes: list[str], vs: frozenset[str] | None = None) -> bool:
+    """Whether an optional peer is wanted and imports; if not, a note says it is skipped.
+
+    Args:
+        module: the peer's module name.
+        notes: the plan's notes, which get the reason it is skipped.
+        vs: the peers asked for with ``--vs`` (None: all of them).
+    """
+    if vs is not None and module not in vs:
+        notes.append(f"{module} is not in --vs; its contender is skipped.")
+        return False
     try:
         importlib.import_module(module)
     except ImportError as exc:
@@ -295,6 +314,7 @@ class Harness:
                 items=case.items,
                 value=statistics.median(samples[index]) * case.scale / case.items,
                 best=min(samples[index]) * case.scale / case.items,
+                worst=max(samples[index]) * case.scale / case.items,
                 repeat=len(samples[index]),
                 samples=samples[index],
                 raw_unit=case.raw_unit,
@@ -357,6 +377,7 @@ class Harness:
                 "quick": config.quick,
                 "memory_items": config.memory_items,
                 "queue_depths": list(config.queue_depths),
+                "vs": None if config.vs is None else sorted(config.vs),
                 "statistic": "median over repetitions, each in a fresh event loop, "
                 "after one warm-up run",
             },

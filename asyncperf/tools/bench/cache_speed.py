@@ -41,7 +41,7 @@ from rich.text import Text
 from asyncperf.cache._base import MISS
 from asyncperf.cache._memory import MemoryCache
 from asyncperf.cache._policies import POLICIES, PolicyName
-from bench._harness import (
+from asyncperf.tools.bench._harness import (
     Bar,
     Case,
     Config,
@@ -346,7 +346,9 @@ def plan(config: Config, loop: LoopChoice) -> Plan:
     ops = config.jobs
     policy = _default_policy(result.notes)
     available = [
-        c for c in CONTENDERS if c.requires is None or import_peer(c.requires, result.notes)
+        c
+        for c in CONTENDERS
+        if c.requires is None or import_peer(c.requires, result.notes, config.vs)
     ]
     for workload in WORKLOADS:
         for contender in available:

@@ -42,8 +42,7 @@ from rich.text import Text
 
 from asyncperf.queues import AdaptiveLimiter
 from asyncperf.supervisor import ScalingPolicy, Supervisor
-from asyncperf.workers import WorkerPool
-from bench._harness import (
+from asyncperf.tools.bench._harness import (
     Bar,
     Case,
     Config,
@@ -55,7 +54,8 @@ from bench._harness import (
     fmt,
     quantile,
 )
-from bench.overload import Upstream
+from asyncperf.tools.bench.backpressure import Upstream
+from asyncperf.workers import WorkerPool
 
 __all__ = ["SUITE", "Scenario", "Workload", "make_workload", "run_pool"]
 
@@ -547,11 +547,12 @@ def report(h: Harness, loop: LoopChoice, results: list[Result]) -> None:
                     items=1,
                     value=statistics.median(values),
                     best=med[contender].best(key, higher),
+                    worst=min(values) if higher else max(values),
                     repeat=len(values),
                     samples=values,
                     raw_unit=unit,
                     warmup=0.0,
-                    note="median of the repetitions; best = the best repetition",
+                    note="median of the repetitions; best/worst = the best/worst repetition",
                 )
             )
     h.results.setdefault(NAME, []).extend(extra)

@@ -36,7 +36,7 @@ from rich.table import Table
 from rich.text import Text
 
 from asyncperf.cache._policies import POLICIES, EvictionPolicy, TinyLFUPolicy
-from bench._harness import Case, Config, Harness, LoopChoice, Plan, Result, Suite
+from asyncperf.tools.bench._harness import Case, Config, Harness, LoopChoice, Plan, Result, Suite
 
 __all__ = ["SUITE"]
 
@@ -147,7 +147,7 @@ def traces_dir() -> Path:
     override = os.environ.get("ASYNCPERF_TRACES")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "traces"
+    return Path(__file__).resolve().parents[3].parent / "shared" / "traces"
 
 
 def _ints(data: bytes, typecode: str) -> list[int]:

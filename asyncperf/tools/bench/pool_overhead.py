@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 import asyncperf as ap
-from bench._harness import (
+from asyncperf.tools.bench._harness import (
     Bar,
     Case,
     Config,
@@ -295,7 +295,9 @@ def plan(config: Config, loop: LoopChoice) -> Plan:
     """The cases: every available contender on each of the two handlers."""
     result = Plan(cases=[])
     available = [
-        c for c in CONTENDERS if c.requires is None or import_peer(c.requires, result.notes)
+        c
+        for c in CONTENDERS
+        if c.requires is None or import_peer(c.requires, result.notes, config.vs)
     ]
     for work in WORKLOADS:
         for contender in available:
