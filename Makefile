@@ -8,7 +8,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 STAMP_BENCH := $(VENV)/.installed-bench
 
-.PHONY: run test lint typecheck pytest test-debug bench install clean
+.PHONY: run test lint typecheck pytest test-debug bench bench-pytest install clean
 
 run: $(STAMP_RUN)
 	$(BIN)/asyncperf demo
@@ -28,9 +28,16 @@ pytest: $(STAMP_DEV)
 		tests/test_pool_properties.py tests/test_limiter.py tests/test_rate.py \
 		tests/test_cache_memory.py tests/test_cache_tiered.py tests/test_cache_disk.py \
 		tests/test_supervisor.py tests/test_handler.py tests/test_runtime.py
+	# The named pytest-benchmark benchmarks, each run once at a small size as a
+	# correctness test (`make bench-pytest` times them).
+	$(BIN)/pytest -q -p no:cacheprovider bench --benchmark-disable
 
 bench: $(STAMP_BENCH)
 	$(BIN)/asyncperf bench all --loop both --json bench/results/latest.json
+	$(MAKE) bench-pytest
+
+bench-pytest: $(STAMP_BENCH)
+	$(BIN)/pytest -p no:cacheprovider bench --benchmark-only --benchmark-json bench/results/pytest-benchmark.json
 
 install: $(STAMP_DEV)
 

@@ -22,8 +22,11 @@ from asyncperf.tools.bench import (
     backpressure,
     cache_hit_ratio,
     cache_speed,
+    channels,
     disk_speed,
+    gc_pressure,
     job_memory,
+    lock_contention,
     pool_overhead,
     queue_throughput,
     scaling,
@@ -52,6 +55,9 @@ SUITES: dict[str, Suite] = {
         cache_hit_ratio.SUITE,
         disk_speed.SUITE,
         scaling.SUITE,
+        gc_pressure.SUITE,
+        lock_contention.SUITE,
+        channels.SUITE,
     )
 }
 #: Fewer repetitions than this is a smoke test (``--quick``), not a median worth reporting.
