@@ -9,6 +9,8 @@ General layout (each layer imports only from the layers above it in this list):
 - ``workers``   L2  WorkerPool: long-lived workers, a resizable limit, Job handles
 - ``cache``     L3  MemoryCache (eviction policies), DiskCache, TieredCache
                     (single-flight loads), @cached
+- ``pools``     L4  BufferPool and ObjectPool: memory reuse where it measurably pays,
+                    with statistics, optimize(), recycling and a leak-reporting debug mode
 - ``supervisor`` L5 Supervisor and ScalingPolicy: pool sizes from measured load,
                     restarts of crashed workers
 - ``runtime``   L7  Runtime and @runtime.handler: admission, queue, pool, cache,
@@ -59,6 +61,22 @@ from asyncperf.cache import (
     cached,
 )
 from asyncperf.loop import SystemClock, available_loops, loop_name, new_event_loop, run
+from asyncperf.pools import (
+    DEFAULT_SIZE_CLASSES,
+    Borrowed,
+    BufferPool,
+    BufferPoolStatistics,
+    BufferReleasedError,
+    CapacityChange,
+    MemoryPoolClosed,
+    ObjectPool,
+    ObjectPoolStatistics,
+    PooledBuffer,
+    PoolLeak,
+    ReleaseError,
+    SizeClassStatistics,
+    SupportsReadinto,
+)
 from asyncperf.queues import (
     DEFAULT_LEVELS,
     AdaptiveLimiter,
@@ -105,17 +123,23 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_LEVELS",
+    "DEFAULT_SIZE_CLASSES",
     "MISS",
     "AdaptiveLimiter",
     "AiocacheLevel",
     "AsyncPerfError",
     "Backoff",
+    "Borrowed",
+    "BufferPool",
+    "BufferPoolStatistics",
+    "BufferReleasedError",
     "CacheClosed",
     "CacheEntry",
     "CacheError",
     "CacheLevel",
     "CacheStatistics",
     "CachedFunction",
+    "CapacityChange",
     "ClosedError",
     "CoDel",
     "DiskCache",
@@ -140,12 +164,17 @@ __all__ = [
     "LimiterToken",
     "MapIterator",
     "MemoryCache",
+    "MemoryPoolClosed",
     "MsgpackSerializer",
+    "ObjectPool",
+    "ObjectPoolStatistics",
     "PickleSerializer",
     "PoolClosed",
     "PoolFailed",
+    "PoolLeak",
     "PoolSettings",
     "PoolStatistics",
+    "PooledBuffer",
     "PriorityQueue",
     "QueueClosed",
     "QueueEmpty",
@@ -155,6 +184,7 @@ __all__ = [
     "RateLimiter",
     "RateLimiterStatistics",
     "Rejected",
+    "ReleaseError",
     "RetryBudget",
     "RetryBudgetStatistics",
     "Runtime",
@@ -167,9 +197,11 @@ __all__ = [
     "ScalingReadings",
     "Serializer",
     "ShutdownReport",
+    "SizeClassStatistics",
     "SupervisedPoolStatistics",
     "Supervisor",
     "SupervisorStatistics",
+    "SupportsReadinto",
     "SystemClock",
     "Throttle",
     "ThrottleStatistics",

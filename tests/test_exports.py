@@ -24,6 +24,8 @@ def test_all_is_sorted_and_complete() -> None:
         "abc",
         "cache",
         "loop",
+        "observability",
+        "pools",
         "queues",
         "runtime",
         "supervisor",

@@ -18,6 +18,8 @@ LAYERS = {
     "asyncperf.queues": 1,
     "asyncperf.workers": 2,
     "asyncperf.cache": 3,
+    "asyncperf.pools": 4,
+    "asyncperf.observability": 6,
     "asyncperf.supervisor": 5,
     "asyncperf.runtime": 7,
     "asyncperf.testing": 8,
