@@ -122,6 +122,12 @@ def test_decorator_without_parentheses() -> None:
         ({"pool": ""}, TypeError, "pool must be a non-empty str, not ''"),
         ({"cache_key": len}, ValueError, "cache_key needs cache_ttl"),
         ({"cache_ttl": 1.0, "cache_key": "k"}, TypeError, "cache_key must be callable, not str"),
+        ({"cache_namespace": "chat"}, ValueError, "cache_namespace needs cache_ttl"),
+        (
+            {"cache_ttl": 1.0, "cache_namespace": ""},
+            TypeError,
+            "cache_namespace must be a non-empty str, not ''",
+        ),
     ],
 )
 def test_bad_arguments_name_the_parameter(
@@ -650,6 +656,32 @@ async def test_cache_hits_skip_the_body_and_misses_share_one_load() -> None:
     stats = settled(lookup.statistics())
     assert (stats.calls, stats.succeeded, stats.cache_hits) == (8, 8, 6)
     assert runtime.statistics().pools["default"].submitted == 2
+
+
+async def test_handlers_with_one_cache_namespace_share_results() -> None:
+    """cache_namespace=: one body registered at two priorities answers from one cache entry;
+    a handler without it keeps its own entries even for the same arguments."""
+    runtime = make_runtime()
+    runs: list[str] = []
+
+    async def answer(prompt: str) -> str:
+        runs.append(prompt)
+        return prompt.upper()
+
+    urgent = runtime.handler(name="urgent", priority=0, cache_ttl=60.0, cache_namespace="chat")(
+        answer
+    )
+    batch = runtime.handler(name="batch", priority=2, cache_ttl=60.0, cache_namespace="chat")(
+        answer
+    )
+    alone = runtime.handler(name="alone", cache_ttl=60.0)(answer)
+    async with runtime:
+        assert await urgent("hi") == "HI"
+        assert await batch("hi") == "HI"  # urgent's entry: the body does not run again
+        assert await alone("hi") == "HI"  # its own namespace: a miss
+    assert runs == ["hi", "hi"]
+    assert settled(batch.statistics()).cache_hits == 1
+    assert settled(alone.statistics()).cache_hits == 0
 
 
 @pytest.mark.virtual_time

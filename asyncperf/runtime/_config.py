@@ -204,6 +204,7 @@ _HANDLER_SPECS: dict[str, _Spec] = {
     "pool": _Spec("str", optional=True),
     "deadline": _positive(optional=True),
     "admission_timeout": _non_negative(optional=True),
+    "cache_namespace": _Spec("str", optional=True),
 }
 
 
@@ -227,6 +228,7 @@ class HandlerSettings:
     pool: str | None = None
     deadline: float | None = None
     admission_timeout: float | None = None
+    cache_namespace: str | None = None
 
     def __post_init__(self) -> None:
         _check_fields(self, _HANDLER_SPECS)

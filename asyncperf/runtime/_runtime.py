@@ -340,6 +340,7 @@ class Runtime:
         concurrency: int | None = None,
         cache_ttl: float | None = None,
         cache_key: Callable[..., Any] | None = None,
+        cache_namespace: str | None = None,
         rate: str | RateLimiter | None = None,
         burst: int = 1,
         retries: int = 0,
@@ -361,6 +362,7 @@ class Runtime:
         concurrency: int | None = None,
         cache_ttl: float | None = None,
         cache_key: Callable[..., Any] | None = None,
+        cache_namespace: str | None = None,
         rate: str | RateLimiter | None = None,
         burst: int = 1,
         retries: int = 0,
@@ -408,6 +410,10 @@ class Runtime:
                 (:class:`~asyncperf.Dropped`, reason ``deadline``).
             admission_timeout: seconds a call may wait to be admitted (default:
                 the config's); 0 refuses at once whatever would need a wait.
+            cache_namespace: the first part of every cache key (default: the
+                handler's name). Handlers given the same namespace (and the same
+                key for the same call) share cached results, e.g. one function
+                registered at several priorities.
 
         Raises:
             TypeError: the function is not ``async def``, or an argument has the wrong type.
@@ -427,6 +433,7 @@ class Runtime:
             "pool": pool,
             "deadline": deadline,
             "admission_timeout": admission_timeout,
+            "cache_namespace": cache_namespace,
         }
 
         def decorate(function: Callable[P, Coroutine[Any, Any, R]]) -> Handler[P, R]:
@@ -477,6 +484,11 @@ class Runtime:
             raise TypeError(f"cache_key must be callable, not {type(cache_key).__name__}")
         if cache_key is not None and cache_ttl is None:
             raise ValueError("cache_key needs cache_ttl: without a TTL nothing is cached")
+        namespace = settings["cache_namespace"]
+        if namespace is not None and (not isinstance(namespace, str) or not namespace):
+            raise TypeError(f"cache_namespace must be a non-empty str, not {namespace!r}")
+        if namespace is not None and cache_ttl is None:
+            raise ValueError("cache_namespace needs cache_ttl: without a TTL nothing is cached")
         retries = check_int("retries", settings["retries"], minimum=0)
         if retry_on is None:
             retry_types: tuple[type[BaseException], ...] = (
@@ -523,7 +535,7 @@ class Runtime:
         make_key = None
         key_skip = 0
         if cache_ttl is not None:
-            maker = _KeyMaker(fn, name, cache_key)
+            maker = _KeyMaker(fn, name if namespace is None else namespace, cache_key)
             make_key = maker
             key_skip = 1 if maker.is_method else 0
 
