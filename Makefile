@@ -11,7 +11,7 @@ STAMP_BENCH := $(VENV)/.installed-bench
 .PHONY: run test lint typecheck pytest test-debug bench bench-pytest install clean
 
 run: $(STAMP_RUN)
-	$(BIN)/asyncperf demo
+	$(BIN)/asyncperf simulate
 
 test: lint pytest
 

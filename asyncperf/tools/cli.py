@@ -25,6 +25,7 @@ from asyncperf.tools._command import (
 )
 from asyncperf.tools.bench._main import COMMAND as BENCH
 from asyncperf.tools.load import COMMAND as LOAD
+from asyncperf.tools.simulate import COMMAND as SIMULATE
 
 __all__ = ["COMMANDS", "Command", "UsageError", "build_parser", "main"]
 
@@ -107,6 +108,7 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 COMMANDS: tuple[Command, ...] = (
+    SIMULATE,
     Command(
         "demo",
         "run a WorkerPool under a burst and print its statistics",

@@ -30,6 +30,7 @@ from asyncperf.tools.bench import (
     pool_overhead,
     queue_throughput,
     scaling,
+    sessions,
 )
 from asyncperf.tools.bench._harness import (
     Config,
@@ -51,6 +52,7 @@ SUITES: dict[str, Suite] = {
         queue_throughput.SUITE,
         job_memory.SUITE,
         backpressure.SUITE,
+        sessions.SUITE,
         cache_speed.SUITE,
         cache_hit_ratio.SUITE,
         disk_speed.SUITE,
