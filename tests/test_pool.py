@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -670,6 +670,23 @@ async def test_idle_workers_expire_down_to_min_workers(clock: VirtualClock) -> N
         await clock.sleep(2.0)
         await wait_until(lambda: pool.statistics().workers == 2)
         assert pool.statistics().idle == 2
+
+
+async def test_a_drained_pool_leaves_no_idle_timer_behind() -> None:
+    """Leaving `async with` cancels the idle-expiry timer: nothing on the loop keeps the
+    closed pool (and the memory it holds) alive until idle_timeout would have run out."""
+    loop = asyncio.get_running_loop()
+    pool = ap.WorkerPool(8, min_workers=1, idle_timeout=600.0)
+    async with pool:
+        await asyncio.gather(*[await pool.submit(asyncio.sleep, 0) for _ in range(8)])
+        await wait_until(lambda: pool.statistics().idle == 8)
+        armed = pool._idle_timer
+        assert armed is not None  # seven workers are above min_workers
+        timer = cast(asyncio.TimerHandle, armed)  # the loop's handle (asyncio's or uvloop's)
+    assert timer.cancelled()
+    assert pool._idle_timer is None
+    scheduled: list[asyncio.TimerHandle] = getattr(loop, "_scheduled", [])  # asyncio only
+    assert all(not (h is timer and not h.cancelled()) for h in scheduled)
 
 
 async def test_cleanup_idle() -> None:

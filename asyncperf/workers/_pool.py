@@ -483,6 +483,11 @@ class WorkerPool:
         if self._state is _PoolState.RUNNING:
             self._set_state(_PoolState.DRAINING)
             self._queue.close()
+            # No worker is retired for idleness any more; a pending timer would also keep
+            # the closed pool alive (and its memory held) until it fired.
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+                self._idle_timer = None
             # Idle workers wake, find the queue closed and empty, and leave.
             for worker in list(self._idle):
                 self._wake_to_work(worker)
