@@ -13,6 +13,8 @@ General layout (each layer imports only from the layers above it in this list):
                     with statistics, optimize(), recycling and a leak-reporting debug mode
 - ``supervisor`` L5 Supervisor and ScalingPolicy: pool sizes from measured load,
                     restarts of crashed workers
+- ``observability`` L6 GcMonitor, RSS and allocation rate, find_leaks (a leak check
+                    for async code)
 - ``runtime``   L7  Runtime and @runtime.handler: admission, queue, pool, cache,
                     supervisor behind one decorator
 - ``tools``     L8  the command line and its demo
@@ -61,6 +63,19 @@ from asyncperf.cache import (
     cached,
 )
 from asyncperf.loop import SystemClock, available_loops, loop_name, new_event_loop, run
+from asyncperf.observability import (
+    AllocationRate,
+    AllocationSample,
+    AllocationSite,
+    GcMonitor,
+    GcStatistics,
+    LeakReport,
+    LeakTrend,
+    LiveTaskGroup,
+    find_leaks,
+    peak_rss_bytes,
+    rss_bytes,
+)
 from asyncperf.pools import (
     DEFAULT_SIZE_CLASSES,
     Borrowed,
@@ -127,6 +142,9 @@ __all__ = [
     "MISS",
     "AdaptiveLimiter",
     "AiocacheLevel",
+    "AllocationRate",
+    "AllocationSample",
+    "AllocationSite",
     "AsyncPerfError",
     "Backoff",
     "Borrowed",
@@ -148,6 +166,8 @@ __all__ = [
     "Dropped",
     "ErrorPolicy",
     "EvictionReason",
+    "GcMonitor",
+    "GcStatistics",
     "Handler",
     "HandlerSettings",
     "HandlerStatistics",
@@ -156,12 +176,15 @@ __all__ = [
     "JobState",
     "JobTimeout",
     "JsonSerializer",
+    "LeakReport",
+    "LeakTrend",
     "Level",
     "LevelStatistics",
     "LimitChange",
     "LimiterAcquire",
     "LimiterStatistics",
     "LimiterToken",
+    "LiveTaskGroup",
     "MapIterator",
     "MemoryCache",
     "MemoryPoolClosed",
@@ -213,8 +236,11 @@ __all__ = [
     "__version__",
     "available_loops",
     "cached",
+    "find_leaks",
     "loop_name",
     "new_event_loop",
+    "peak_rss_bytes",
+    "rss_bytes",
     "run",
 ]
 

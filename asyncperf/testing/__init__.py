@@ -11,6 +11,7 @@ Components that take ``clock=`` should be given ``loop.clock`` (or
 ``asyncperf.testing.current_virtual_clock()`` from inside the loop).
 """
 
+from asyncperf.testing._leaks import check_leaks
 from asyncperf.testing._leaks_pool import assert_no_leaks
 from asyncperf.testing._virtual import VirtualClock, VirtualEventLoop, current_virtual_clock
 from asyncperf.testing._waiting import wait_until
@@ -19,6 +20,7 @@ __all__ = [
     "VirtualClock",
     "VirtualEventLoop",
     "assert_no_leaks",
+    "check_leaks",
     "current_virtual_clock",
     "wait_until",
 ]

@@ -24,6 +24,7 @@ from asyncperf.tools._command import (
     check_loop,
 )
 from asyncperf.tools.bench._main import COMMAND as BENCH
+from asyncperf.tools.leaks import COMMAND as LEAKS
 from asyncperf.tools.load import COMMAND as LOAD
 from asyncperf.tools.simulate import COMMAND as SIMULATE
 
@@ -118,6 +119,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("info", "show versions and the event loops available", _info_arguments, _run_info),
     BENCH,
     LOAD,
+    LEAKS,
 )
 
 
