@@ -300,8 +300,12 @@ async def test_an_error_in_the_coroutine_propagates_and_tracing_stops() -> None:
     with pytest.raises(LookupError, match="round three"):
         await find_leaks(fails_in_round_three, rounds=5, warmup=1)
     assert tracemalloc.is_tracing() == was_tracing
-    # The checker is free again.
-    assert not (await find_leaks(nothing, rounds=2, warmup=0)).leaked
+    # The checker is free again: a second check runs (rather than raising RuntimeError
+    # for a check still in progress). Two rounds are too few to judge a trend on, so
+    # only that it ran is asserted.
+    report = await find_leaks(nothing, rounds=2, warmup=0)
+    assert report.rounds == 2
+    assert len(report.tasks.values) == 3
 
 
 async def test_one_check_at_a_time() -> None:
