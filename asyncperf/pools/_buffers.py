@@ -58,21 +58,25 @@ class PooledBuffer:
     cleared.
     """
 
-    __slots__ = ("_buffer", "_pool", "_released_at", "_size_class", "_view", "size")
+    # ``_full`` is the pool's own memoryview of the whole buffer: it lives in the free list
+    # with the buffer and is never handed out (so no user can release it); ``_view`` is
+    # the slice of it the holder gets. ``_released_at`` is only set by debug mode.
+    __slots__ = ("_full", "_pool", "_released_at", "_size_class", "_view", "size")
+
+    _released_at: traceback.StackSummary
 
     def __init__(
         self,
         pool: BufferPool,
-        size_class: FreeList[bytearray] | None,
-        buffer: bytearray,
+        size_class: FreeList[memoryview] | None,
+        full: memoryview,
         view: memoryview,
         size: int,
     ) -> None:
         self._pool: BufferPool | None = pool
         self._size_class = size_class
-        self._buffer = buffer
+        self._full = full
         self._view = view
-        self._released_at: traceback.StackSummary | None = None
         #: Bytes asked for: the length of :attr:`view`.
         self.size = size
 
@@ -85,15 +89,16 @@ class PooledBuffer:
         """
         if self._pool is None:
             where = ""
-            if self._released_at is not None:
-                where = "; released at:\n" + "".join(self._released_at.format()).rstrip()
+            released_at: traceback.StackSummary | None = getattr(self, "_released_at", None)
+            if released_at is not None:
+                where = "; released at:\n" + "".join(released_at.format()).rstrip()
             raise BufferReleasedError(f"this pooled buffer was released{where}")
         return self._view
 
     @property
     def capacity(self) -> int:
         """Bytes in the underlying buffer: the size class (or :attr:`size` when oversize)."""
-        return len(self._buffer)
+        return self._full.nbytes
 
     @property
     def pooled(self) -> bool:
@@ -116,10 +121,11 @@ class PooledBuffer:
             pool._give_back(self)
             return
         # The common case inline (also in __exit__): a method call is a tenth of the cost.
+        # ``released`` is not counted here: statistics derive it (acquires - in_use).
         size_class.in_use -= 1
-        size_class.released += 1
-        if len(size_class.free) < size_class.capacity:
-            size_class.free.append(self._buffer)
+        free = size_class.free
+        if len(free) < size_class.capacity:
+            free.append(self._full)
             size_class.since.append(pool._now())
         else:
             size_class.dropped += 1
@@ -144,10 +150,11 @@ class PooledBuffer:
         if pool._slow_release or size_class is None:
             pool._give_back(self)
             return
+        # ``released`` is not counted here: statistics derive it (acquires - in_use).
         size_class.in_use -= 1
-        size_class.released += 1
-        if len(size_class.free) < size_class.capacity:
-            size_class.free.append(self._buffer)
+        free = size_class.free
+        if len(free) < size_class.capacity:
+            free.append(self._full)
             size_class.since.append(pool._now())
         else:
             size_class.dropped += 1
@@ -208,7 +215,7 @@ class PooledBuffer:
 
     def __repr__(self) -> str:
         state = "released" if self._pool is None else "in use"
-        kind = f"class {len(self._buffer)}" if self._size_class is not None else "unpooled"
+        kind = f"class {self._full.nbytes}" if self._size_class is not None else "unpooled"
         return f"<PooledBuffer {self.size} bytes ({kind}), {state}>"
 
 
@@ -283,7 +290,7 @@ class BufferPool:
             raise TypeError(f"clock must be a Clock (with now()), not {type(clock).__name__}")
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, not {type(name).__name__}")
-        self._classes: list[FreeList[bytearray]] = [FreeList(bound) for bound in bounds]
+        self._classes: list[FreeList[memoryview]] = [FreeList(bound) for bound in bounds]
         self._largest = self._sizes[-1]
         self._debug = debug
         self._clock: Clock = clock if clock is not None else SystemClock()
@@ -327,39 +334,47 @@ class BufferPool:
         """
         if type(n) is not int or n < 0:
             n = check_int("n", n, minimum=0)
-        if self._closed:
-            raise MemoryPoolClosed(f"buffer pool {self._name!r} is closed")
+        # A closed pool sets _largest to -1, so this one test also sends every request
+        # after close() to the slow path, which raises.
         if n > self._largest:
             return self._acquire_oversize(n)
         index = bisect_left(self._sizes, n)
         size_class = self._classes[index]
         free = size_class.free
         if free:
-            buffer = free.pop()
+            full = free.pop()
             size_class.since.pop()
             size_class.hits += 1
         else:
-            buffer = bytearray(self._sizes[index])
+            full = memoryview(bytearray(self._sizes[index]))
             size_class.misses += 1
         in_use = size_class.in_use = size_class.in_use + 1
         if in_use > size_class.window_high:
             size_class.window_high = in_use
             if in_use > size_class.high_water:
                 size_class.high_water = in_use
-        view = memoryview(buffer)
-        if n != len(buffer):
-            view = view[:n]
-        handle = PooledBuffer(self, size_class, buffer, view, n)
+        # The handle is built here rather than through __init__: a Python call frame
+        # is a sizeable share of the round trip. Every slot but _released_at is set.
+        handle = _new_handle(PooledBuffer)
+        handle._pool = self
+        handle._size_class = size_class
+        handle._full = full
+        # One slice of the pool's own full view: the holder gets a view object of its
+        # own (releasing it cannot affect the next holder), whatever n is.
+        handle._view = full[:n]
+        handle.size = n
         if self._debug:
             self._live[handle] = (self._now(), capture_stack())
         return handle
 
     def _acquire_oversize(self, n: int) -> PooledBuffer:
+        if self._closed:
+            raise MemoryPoolClosed(f"buffer pool {self._name!r} is closed")
         self._oversize_acquires += 1
         self._oversize_in_use += 1
         self._oversize_bytes += n
-        buffer = bytearray(n)
-        handle = PooledBuffer(self, None, buffer, memoryview(buffer), n)
+        full = memoryview(bytearray(n))
+        handle = PooledBuffer(self, None, full, full[:], n)
         if self._debug:
             self._live[handle] = (self._now(), capture_stack())
         return handle
@@ -374,11 +389,10 @@ class BufferPool:
             self._oversize_in_use -= 1
             return
         size_class.in_use -= 1
-        size_class.released += 1
         if not reusable:
             size_class.quarantined += 1
         elif len(size_class.free) < size_class.capacity and not self._closed:
-            size_class.free.append(handle._buffer)
+            size_class.free.append(handle._full)
             size_class.since.append(self._now())
         else:
             size_class.dropped += 1
@@ -387,12 +401,18 @@ class BufferPool:
         """Debug mode: release the handle's view; False if the buffer is still exported."""
         self._live.pop(handle, None)
         handle._released_at = capture_stack()
+        buffer = handle._full.obj
+        assert isinstance(buffer, bytearray)
         try:
             handle._view.release()
         except BufferError:  # something holds a buffer export of the view itself
             exported = True
         else:
-            exported = _is_exported(handle._buffer)
+            # The pool's own full view holds an export too: let it go before asking.
+            handle._full.release()
+            exported = _is_exported(buffer)
+        # A new full view for the free list (or just for ``capacity`` if quarantined).
+        handle._full = memoryview(buffer)
         if exported and handle._size_class is not None:
             logger.warning(
                 "%s: a %d-byte buffer was released while a view of it is still alive "
@@ -419,7 +439,7 @@ class BufferPool:
                     high_water=c.high_water,
                     hits=c.hits,
                     misses=c.misses,
-                    released=c.released,
+                    released=c.hits + c.misses - c.in_use,
                     dropped_on_release=c.dropped,
                     recycled=c.recycled,
                     trimmed=c.trimmed,
@@ -495,6 +515,7 @@ class BufferPool:
             return ()
         self._closed = True
         self._slow_release = True
+        self._largest = -1  # every acquire now takes the slow path, which raises
         for size_class in self._classes:
             size_class.clear()
         if self._debug:
@@ -529,6 +550,10 @@ class BufferPool:
             f"<BufferPool {self._name!r} {state}: {stats.in_use} in use, "
             f"{stats.free} free ({stats.bytes_held} bytes), debug={self._debug}>"
         )
+
+
+#: Makes a handle without calling ``__init__`` (``acquire`` sets its slots itself).
+_new_handle = object.__new__
 
 
 def _is_exported(buffer: bytearray) -> bool:

@@ -20,7 +20,9 @@ class FreeList(Generic[T]):
     its memory is the most likely to still be in the CPU cache. ``since[i]`` is
     when ``free[i]`` was released, so ``since`` is non-decreasing and the
     idle entries are always at the front. The pools update the counters inline
-    on their hot paths; the slower operations live here.
+    on their hot paths; the slower operations live here. Releases are not
+    counted: every release lowers ``in_use``, so ``released`` is
+    ``hits + misses - in_use`` (one increment fewer per release).
     """
 
     __slots__ = (
@@ -34,7 +36,6 @@ class FreeList(Generic[T]):
         "misses",
         "quarantined",
         "recycled",
-        "released",
         "reset_failures",
         "since",
         "trimmed",
@@ -52,12 +53,16 @@ class FreeList(Generic[T]):
         self.high_water = 0
         # The peak of in_use since the last optimize(): the demand optimize() sizes for.
         self.window_high = 0
-        self.released = 0
         self.dropped = 0
         self.recycled = 0
         self.trimmed = 0
         self.quarantined = 0
         self.reset_failures = 0
+
+    @property
+    def released(self) -> int:
+        """Entries given back (kept, dropped, quarantined or failed to reset)."""
+        return self.hits + self.misses - self.in_use
 
     def note_acquire(self) -> None:
         """Count one more in use and move the high-water marks (the pools inline this)."""

@@ -104,6 +104,8 @@ class ObjectPool(Generic[T]):
         "_name",
         "_now",
         "_out",
+        "_out_add",
+        "_out_remove",
         "_reset",
     )
 
@@ -143,6 +145,9 @@ class ObjectPool(Generic[T]):
         # Normal mode: id() of each object out. Debug mode: the objects themselves,
         # with when and where each was taken.
         self._out: set[int] = set()
+        # Bound once: the hot paths call them without looking the method up each time.
+        self._out_add = self._out.add
+        self._out_remove = self._out.remove
         self._live: dict[int, tuple[T, float, traceback.StackSummary]] = {}
 
     @property
@@ -182,12 +187,15 @@ class ObjectPool(Generic[T]):
         if self._debug:
             self._live[id(obj)] = (obj, self._now(), capture_stack())
         else:
-            self._out.add(id(obj))
+            self._out_add(id(obj))
         return obj
 
     def borrow(self) -> Borrowed[T]:
         """``with pool.borrow() as obj:`` acquires on entry and releases on exit."""
-        return Borrowed(self)
+        # Built without calling __init__: a Python call frame less per borrow.
+        borrowed: Borrowed[T] = _new_borrowed(Borrowed)
+        borrowed._pool = self
+        return borrowed
 
     def release(self, obj: T) -> None:
         """Give ``obj`` back: reset and keep it, or drop it when the pool is full or closed.
@@ -205,12 +213,11 @@ class ObjectPool(Generic[T]):
                 raise self._release_error(obj)
         else:
             try:
-                self._out.remove(key)
+                self._out_remove(key)
             except KeyError:
                 raise self._release_error(obj) from None
         free_list = self._free_list
-        free_list.in_use -= 1
-        free_list.released += 1
+        free_list.in_use -= 1  # ``released`` is derived from it (FreeList.released)
         if self._closed or len(free_list.free) >= free_list.capacity:
             free_list.dropped += 1
             self._let_go(obj)
@@ -351,6 +358,10 @@ class ObjectPool(Generic[T]):
             f"<ObjectPool {self._name!r} {state}: {free_list.in_use} in use, "
             f"{len(free_list.free)} free of {free_list.capacity}, debug={self._debug}>"
         )
+
+
+#: Makes a Borrowed without calling ``__init__`` (``borrow`` sets its slot itself).
+_new_borrowed = object.__new__
 
 
 def _describe(obj: object) -> str:

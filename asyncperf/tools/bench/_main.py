@@ -27,6 +27,7 @@ from asyncperf.tools.bench import (
     gc_pressure,
     job_memory,
     lock_contention,
+    memory_pools,
     pool_overhead,
     queue_throughput,
     scaling,
@@ -60,6 +61,7 @@ SUITES: dict[str, Suite] = {
         gc_pressure.SUITE,
         lock_contention.SUITE,
         channels.SUITE,
+        memory_pools.SUITE,
     )
 }
 #: Fewer repetitions than this is a smoke test (``--quick``), not a median worth reporting.
