@@ -6,11 +6,17 @@
   resident set size and tracemalloc's traced memory.
 - :func:`find_leaks` runs a coroutine round after round and reports what keeps
   growing: traced memory (with the allocation sites that grew), live tasks.
+- :class:`LoopLagMonitor` measures how late the loop wakes; :class:`BlockDetector`
+  (a watchdog thread) captures the loop thread's stack when a callback blocks.
+- :func:`profile` runs CPU (pyinstrument), memory (tracemalloc), task and blocking
+  sections around a block of code and writes an HTML and a JSON report.
 
 Each module stands alone: the metrics layer reads their statistics.
 """
 
+from asyncperf.observability._blocking import BlockDetector, BlockEvent, StackFrame
 from asyncperf.observability._gc import GcMonitor, GcStatistics
+from asyncperf.observability._lag import LoopLagMonitor, LoopLagStatistics
 from asyncperf.observability._leaks import (
     AllocationSite,
     LeakReport,
@@ -24,17 +30,25 @@ from asyncperf.observability._memory import (
     peak_rss_bytes,
     rss_bytes,
 )
+from asyncperf.observability._profile import Profile, profile
 
 __all__ = [
     "AllocationRate",
     "AllocationSample",
     "AllocationSite",
+    "BlockDetector",
+    "BlockEvent",
     "GcMonitor",
     "GcStatistics",
     "LeakReport",
     "LeakTrend",
     "LiveTaskGroup",
+    "LoopLagMonitor",
+    "LoopLagStatistics",
+    "Profile",
+    "StackFrame",
     "find_leaks",
     "peak_rss_bytes",
+    "profile",
     "rss_bytes",
 ]

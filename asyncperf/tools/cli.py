@@ -26,6 +26,7 @@ from asyncperf.tools._command import (
 from asyncperf.tools.bench._main import COMMAND as BENCH
 from asyncperf.tools.leaks import COMMAND as LEAKS
 from asyncperf.tools.load import COMMAND as LOAD
+from asyncperf.tools.profile import COMMAND as PROFILE
 from asyncperf.tools.simulate import COMMAND as SIMULATE
 
 __all__ = ["COMMANDS", "Command", "UsageError", "build_parser", "main"]
@@ -120,6 +121,7 @@ COMMANDS: tuple[Command, ...] = (
     BENCH,
     LOAD,
     LEAKS,
+    PROFILE,
 )
 
 
