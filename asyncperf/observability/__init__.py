@@ -8,6 +8,9 @@
   growing: traced memory (with the allocation sites that grew), live tasks.
 - :class:`LoopLagMonitor` measures how late the loop wakes; :class:`BlockDetector`
   (a watchdog thread) captures the loop thread's stack when a callback blocks.
+- :class:`Metrics` reads every registered component's statistics (and the pools'
+  timing hooks) into Prometheus text and a JSON snapshot; :class:`DashboardServer`
+  serves them, with a live page, at 127.0.0.1.
 - :func:`profile` runs CPU (pyinstrument), memory (tracemalloc), task and blocking
   sections around a block of code and writes an HTML and a JSON report.
 
@@ -30,14 +33,18 @@ from asyncperf.observability._memory import (
     peak_rss_bytes,
     rss_bytes,
 )
+from asyncperf.observability._metrics import DEFAULT_BUCKETS, Metrics
 from asyncperf.observability._profile import Profile, profile
+from asyncperf.observability._server import DashboardServer, MetricsSource
 
 __all__ = [
+    "DEFAULT_BUCKETS",
     "AllocationRate",
     "AllocationSample",
     "AllocationSite",
     "BlockDetector",
     "BlockEvent",
+    "DashboardServer",
     "GcMonitor",
     "GcStatistics",
     "LeakReport",
@@ -45,6 +52,8 @@ __all__ = [
     "LiveTaskGroup",
     "LoopLagMonitor",
     "LoopLagStatistics",
+    "Metrics",
+    "MetricsSource",
     "Profile",
     "StackFrame",
     "find_leaks",

@@ -19,6 +19,7 @@ from typing import Any, Literal, TypedDict, cast
 
 from asyncperf._validate import check_int, check_number
 from asyncperf.cache import POLICIES
+from asyncperf.observability._server import is_loopback
 from asyncperf.queues import RateLimiter
 
 __all__ = [
@@ -307,6 +308,10 @@ _RUNTIME_SPECS: dict[str, _Spec] = {
     "cache_policy": _Spec("choice", choices=tuple(sorted(POLICIES))),
     "cache_dir": _Spec("path", optional=True),
     "cache_max_bytes": _int(1),
+    "dashboard": _Spec("bool"),
+    "dashboard_host": _Spec("str"),
+    "dashboard_port": _int(0),
+    "dashboard_token": _Spec("str", optional=True),
 }
 _SECTIONS = ("pools", "handlers")
 
@@ -340,6 +345,10 @@ class RuntimeOptions(TypedDict, total=False):
     cache_policy: str
     cache_dir: str | os.PathLike[str] | None
     cache_max_bytes: int
+    dashboard: bool
+    dashboard_host: str
+    dashboard_port: int
+    dashboard_token: str | None
     pools: Mapping[str, PoolSettings | Mapping[str, Any]]
     handlers: Mapping[str, HandlerSettings | Mapping[str, Any]]
 
@@ -397,6 +406,13 @@ class RuntimeConfig:
         cache_dir: a directory for a disk cache below the memory one (None: memory
             only). Relative paths in a TOML file are relative to the file.
         cache_max_bytes: the bound of the disk cache.
+        dashboard: serve the live dashboard, ``/metrics`` and ``/api/stats`` while
+            the runtime runs (``runtime.dashboard_url`` says where).
+        dashboard_host: the address the dashboard binds (default 127.0.0.1: this
+            machine only); any other needs ``dashboard_token``.
+        dashboard_port: its TCP port (0: any free one).
+        dashboard_token: a secret every request to the dashboard must carry
+            (``Authorization: Bearer TOKEN`` or ``?token=TOKEN``); kept out of ``repr``.
         pools: named pools (``[pools.NAME]``), see :class:`PoolSettings`.
         handlers: per-handler settings (``[handlers.NAME]``), see :class:`HandlerSettings`.
 
@@ -431,6 +447,10 @@ class RuntimeConfig:
     cache_policy: str = "tinylfu"
     cache_dir: str | None = None
     cache_max_bytes: int = 1 << 30
+    dashboard: bool = False
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 0
+    dashboard_token: str | None = field(default=None, repr=False)
     pools: Mapping[str, PoolSettings] = field(default_factory=lambda: MappingProxyType({}))
     handlers: Mapping[str, HandlerSettings] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -444,6 +464,18 @@ class RuntimeConfig:
         if self.min_workers > self.max_workers:
             raise ValueError(
                 f"min_workers must be <= max_workers ({self.min_workers} > {self.max_workers})"
+            )
+        if self.dashboard_port > 65_535:
+            raise ValueError(f"dashboard_port must be <= 65535, not {self.dashboard_port}")
+        if (
+            self.dashboard_token is not None
+            and self.dashboard_token != self.dashboard_token.strip()
+        ):
+            raise ValueError("dashboard_token must not start or end with spaces")
+        if self.dashboard and self.dashboard_token is None and not is_loopback(self.dashboard_host):
+            raise ValueError(
+                f"dashboard_token is needed to serve the dashboard on dashboard_host "
+                f"{self.dashboard_host!r}, which other machines can reach (or bind 127.0.0.1)"
             )
         if self.codel_target is not None and self.codel_target >= self.codel_interval:
             raise ValueError(

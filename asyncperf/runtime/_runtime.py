@@ -19,6 +19,9 @@ from asyncperf.cache import DiskCache, MemoryCache, TieredCache, TieredStatistic
 from asyncperf.cache._decorator import _KeyMaker
 from asyncperf.cache._policies import PolicyName
 from asyncperf.loop import SystemClock, loop_name
+from asyncperf.observability._lag import LoopLagMonitor
+from asyncperf.observability._metrics import Metrics
+from asyncperf.observability._server import DashboardServer
 from asyncperf.queues import (
     AdaptiveLimiter,
     Backoff,
@@ -43,6 +46,23 @@ logger = logging.getLogger("asyncperf.runtime")
 
 #: The shared pool of the handlers that name none and set no ``concurrency``.
 DEFAULT_POOL = "default"
+#: The fields of each handler's statistics read by the metrics' ``handlers`` source.
+_HANDLER_READINGS = (
+    "calls",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "rejected",
+    "dropped",
+    "cancelled",
+    "in_flight",
+    "queued",
+    "running",
+    "cache_hits",
+    "retries",
+    "latency_p50",
+    "latency_p99",
+)
 # The levels of every pool's queue: priority and weight (0 high, 1 normal, 2 low).
 _LEVELS = ((0, 4), (1, 2), (2, 1))
 
@@ -210,6 +230,12 @@ class Runtime:
         self._supervisor: Supervisor | None = None
         self._report: ShutdownReport | None = None
         self._closed = asyncio.Event()
+        # Made on first use of `metrics` (or when the dashboard is on); the parts are
+        # registered when the runtime starts, once every pool and the supervisor exist.
+        self._metrics: Metrics | None = None
+        self._metrics_registered = False
+        self._lag_monitor: LoopLagMonitor | None = None
+        self._dashboard: DashboardServer | None = None
 
     # -- parts --------------------------------------------------------------------
 
@@ -236,6 +262,61 @@ class Runtime:
     def supervisor(self) -> Supervisor | None:
         """The supervisor while the runtime runs with ``autoscale`` (else None)."""
         return self._supervisor
+
+    @property
+    def metrics(self) -> Metrics:
+        """The metrics registry of every pool, queue, limiter, cache level and the supervisor.
+
+        Made on first use. The runtime's parts are registered in it when the
+        runtime starts (at once, if it is running already), along with a loop-lag
+        monitor and a source ``handlers`` of each handler's counters; the
+        dashboard (``dashboard=True``) serves it. Its values stay readable after
+        the runtime stops.
+        """
+        if self._metrics is None:
+            self._lag_monitor = LoopLagMonitor(interval=0.1, clock=self._clock)
+            self._metrics = Metrics(lag_monitor=self._lag_monitor)
+            if self._state is _State.RUNNING:
+                self._register_metrics()
+        return self._metrics
+
+    @property
+    def dashboard(self) -> DashboardServer | None:
+        """The dashboard's server while the runtime serves it (``dashboard=True``), else None."""
+        return self._dashboard
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """Where the dashboard is served (``http://127.0.0.1:PORT/``), or None when it is not."""
+        server = self._dashboard
+        return server.url if server is not None and server.serving else None
+
+    def _register_metrics(self) -> None:
+        """Register every part in :attr:`metrics` (once) and start its loop-lag monitor."""
+        metrics = self.metrics
+        if self._metrics_registered:
+            return
+        self._metrics_registered = True
+        for name, pool in self._pools.items():
+            metrics.add_pool(pool, name)  # with its queue and limiter
+        metrics.add_cache(self._cache, "cache")
+        if self._supervisor is not None:
+            metrics.add_supervisor(self._supervisor)
+        for name, core in self._handlers.items():
+            if core.rate_limiter is not None:
+                metrics.add_limiter(core.rate_limiter, f"{name}.rate")
+        metrics.add_source("handlers", self._handler_readings)
+        if self._lag_monitor is not None and not self._lag_monitor.running:
+            self._lag_monitor.start()
+
+    def _handler_readings(self) -> dict[str, float]:
+        """Each handler's counters as ``NAME.FIELD`` readings (the ``handlers`` source)."""
+        readings: dict[str, float] = {}
+        for name, core in self._handlers.items():
+            stats = core.statistics()
+            for field in _HANDLER_READINGS:
+                readings[f"{name}.{field}"] = float(getattr(stats, field))
+        return readings
 
     @property
     def running(self) -> bool:
@@ -573,10 +654,11 @@ class Runtime:
     # -- lifecycle ----------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        """Open the cache, start the pools, then the supervisor.
+        """Open the cache, start the pools, then the supervisor, then the dashboard (if on).
 
         Raises:
             RuntimeError: the runtime was entered before (create a new one).
+            OSError: the dashboard's address cannot be bound (e.g. its port is taken).
             ValueError: the config has a ``[handlers.NAME]`` section for no
                 registered handler (a misspelt name would otherwise do nothing).
             Exception: what a part raised while starting (the parts already
@@ -593,6 +675,7 @@ class Runtime:
             )
         self._loop = asyncio.get_running_loop()
         started: list[WorkerPool] = []
+        supervising = False
         try:
             await self._cache.__aenter__()
             for pool in self._pools.values():
@@ -601,8 +684,23 @@ class Runtime:
             self._supervisor = _supervise(self)
             if self._supervisor is not None:
                 await self._supervisor.__aenter__()
+                supervising = True
+            if self._metrics is not None or self._config.dashboard:
+                self._register_metrics()
+            if self._config.dashboard:
+                config = self._config
+                self._dashboard = DashboardServer(
+                    self.metrics,
+                    host=config.dashboard_host,
+                    port=config.dashboard_port,
+                    token=config.dashboard_token,
+                )
+                await self._dashboard.start()
         except BaseException:
             self._state = _State.CLOSED
+            await self._stop_observing()
+            if supervising and self._supervisor is not None:
+                await self._supervisor.__aexit__(None, None, None)
             for pool in started:
                 await pool.aclose()
                 await pool.__aexit__(None, None, None)
@@ -667,6 +765,7 @@ class Runtime:
         if self._state is _State.NEW:
             self._state = _State.CLOSED
             await self._cache.aclose()
+            await self._stop_observing()
             self._closed.set()
         if self._state is not _State.RUNNING:
             await self._closed.wait()
@@ -713,6 +812,8 @@ class Runtime:
                 await self._cache.aclose()
             except Exception as exc:
                 errors.append(exc)
+            # Last: the dashboard shows the drain to its end.
+            await self._stop_observing()
             self._set_state(_State.CLOSED)
             reason = "drained" if drained else "drain_timeout" if timed_out else "cancelled"
             self._report = ShutdownReport(
@@ -728,6 +829,15 @@ class Runtime:
         if errors and error is None:
             raise errors[0]
         return self._report
+
+    async def _stop_observing(self) -> None:
+        """Stop the dashboard's server, the loop-lag monitor and the metrics' hooks."""
+        if self._dashboard is not None:
+            await self._dashboard.aclose()
+        if self._lag_monitor is not None:
+            await self._lag_monitor.stop()
+        if self._metrics is not None:
+            self._metrics.close()
 
     def _is_accepting(self) -> bool:
         """Whether calls are admitted now (a call, so type checkers do not pin its value)."""

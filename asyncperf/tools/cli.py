@@ -24,6 +24,7 @@ from asyncperf.tools._command import (
     check_loop,
 )
 from asyncperf.tools.bench._main import COMMAND as BENCH
+from asyncperf.tools.dashboard import COMMAND as DASHBOARD
 from asyncperf.tools.leaks import COMMAND as LEAKS
 from asyncperf.tools.load import COMMAND as LOAD
 from asyncperf.tools.profile import COMMAND as PROFILE
@@ -122,6 +123,7 @@ COMMANDS: tuple[Command, ...] = (
     LOAD,
     LEAKS,
     PROFILE,
+    DASHBOARD,
 )
 
 

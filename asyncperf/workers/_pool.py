@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, TypeVar, TypeVarTuple
+from typing import Any, Generic, Protocol, TypeVar, TypeVarTuple
 
 from asyncperf._errors import (
     Dropped,
@@ -28,7 +28,7 @@ from asyncperf.loop import SystemClock, loop_name
 from asyncperf.queues import DEFAULT_LEVELS, AdaptiveLimiter, Level, PriorityQueue
 from asyncperf.workers._stats import percentile
 
-__all__ = ["ErrorPolicy", "Job", "JobState", "PoolStatistics", "WorkerPool"]
+__all__ = ["ErrorPolicy", "Job", "JobState", "PoolInstrument", "PoolStatistics", "WorkerPool"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -192,6 +192,27 @@ class PoolStatistics:
     run_p99: float
 
 
+class PoolInstrument(Protocol):
+    """What a metrics layer plugs into a pool (``pool._set_instrument``) to see its jobs' times.
+
+    The pool stays ignorant of metrics. :meth:`job_done` is called for the jobs
+    the pool times anyway (one in eight per worker), or for every job a worker
+    ran if the instrument was set with ``every_job=True`` (each job then costs
+    two clock reads more). Without an instrument, the per-job cost is one
+    attribute test.
+    """
+
+    def job_done(self, priority: int | None, wait: float, run: float, outcome: str) -> None:
+        """A worker finished a job.
+
+        Args:
+            priority: the job's level as submitted (None: the queue's default level).
+            wait: seconds the job spent queued (its sojourn time).
+            run: seconds it ran.
+            outcome: ``completed``, ``failed``, ``timed_out`` or ``cancelled``.
+        """
+
+
 def _check_positive(name: str, value: float | None) -> None:
     if value is not None:
         check_number(name, value)
@@ -345,6 +366,10 @@ class WorkerPool:
         self._samples = 0
         self._wait_samples = [0.0] * _SAMPLES
         self._run_samples = [0.0] * _SAMPLES
+        # A metrics layer's hook (see PoolInstrument and _set_instrument). The
+        # workers read _time_every_job once per job, _instrument only per timed job.
+        self._instrument: PoolInstrument | None = None
+        self._time_every_job = False
 
     # -- configuration ------------------------------------------------------------
 
@@ -599,6 +624,17 @@ class WorkerPool:
     def _set_state(self, state: _PoolState) -> None:
         self._state = state
         self._accepting = state is _PoolState.RUNNING
+
+    def _set_instrument(
+        self, instrument: PoolInstrument | None, *, every_job: bool = False
+    ) -> None:
+        """Plug in (or, with None, remove) the metrics layer's instrument.
+
+        With ``every_job`` the workers time every job for it; otherwise it sees
+        the pool's own sample (one job in eight per worker).
+        """
+        self._instrument = instrument
+        self._time_every_job = instrument is not None and every_job
 
     def _check_stopped(self) -> None:
         if not self._workers and self._state is not _PoolState.RUNNING:
@@ -941,7 +977,8 @@ class WorkerPool:
                 # and reading the clock is a large share of the per-job cost.
                 countdown -= 1
                 timed = not countdown
-                if timed or measure:
+                every = self._time_every_job  # an instrument wants every job timed
+                if timed or measure or every:
                     # An adaptive limiter needs the run time of every job.
                     if timed:
                         countdown = _TIMED_EVERY
@@ -969,6 +1006,10 @@ class WorkerPool:
                     if limiter is not None and not job.cancelled():
                         # Timeouts are the limiter's loss signal; cancelled jobs tell nothing.
                         limiter.record(now() - started, in_flight=started_with, dropped=timed_out)
+                    if timed_out:
+                        outcome = "timed_out"
+                    else:
+                        outcome = "cancelled" if job.cancelled() else "failed"
                 else:
                     worker.job = None
                     if timer is not None:
@@ -983,11 +1024,19 @@ class WorkerPool:
                         self._running -= 1
                         holding = False
                         limiter.record(now() - started, in_flight=started_with)
+                    outcome = "completed"
                 if timed:
                     index = self._samples & _SAMPLE_MASK
                     self._samples += 1
                     waits[index] = wait
-                    runs[index] = now() - started
+                    runs[index] = run = now() - started
+                    instrument = self._instrument
+                    if instrument is not None:
+                        instrument.job_done(job._priority, wait, run, outcome)
+                elif every:
+                    instrument = self._instrument
+                    if instrument is not None:
+                        instrument.job_done(job._priority, wait, now() - started, outcome)
         except Exception as exc:
             # The worker's own loop failed (a job's exception never gets here
             # unless the worker is being cancelled). Unsupervised, or while the

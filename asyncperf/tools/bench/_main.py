@@ -28,6 +28,7 @@ from asyncperf.tools.bench import (
     job_memory,
     lock_contention,
     memory_pools,
+    metrics_overhead,
     pool_overhead,
     queue_throughput,
     scaling,
@@ -62,6 +63,7 @@ SUITES: dict[str, Suite] = {
         lock_contention.SUITE,
         channels.SUITE,
         memory_pools.SUITE,
+        metrics_overhead.SUITE,
     )
 }
 #: Fewer repetitions than this is a smoke test (``--quick``), not a median worth reporting.

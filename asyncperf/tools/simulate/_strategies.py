@@ -65,6 +65,9 @@ __all__ = ["StrategyRun", "run_strategy"]
 #: A tokenizer's estimate (words and punctuation): the CPU a real token count costs.
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 Handle = Callable[[int], Coroutine[Any, Any, str]]
+#: Called with the asyncperf strategy's runtime once it runs (``asyncperf dashboard --simulate``
+#: serves its metrics); see :func:`run_strategy`.
+RuntimeHook = Callable[[ap.Runtime], None]
 #: Dispatch sleeps only when the next message is at least this far off (seconds).
 _DISPATCH_SLACK = 0.0005
 #: Seconds the drain waits beyond the client timeout before it cancels a caller.
@@ -97,8 +100,15 @@ class StrategyRun:
 class _Simulation:
     """The shared parts of a run: workload, upstream, sessions, recorder, the body."""
 
-    def __init__(self, config: SimulationConfig, workload: Workload, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: SimulationConfig,
+        workload: Workload,
+        clock: Clock,
+        on_runtime: RuntimeHook | None = None,
+    ) -> None:
         self.config = config
+        self.on_runtime = on_runtime
         self.workload = workload
         self.clock = clock
         self.upstream = Upstream(
@@ -335,6 +345,8 @@ async def _asyncperf(sim: _Simulation) -> dict[str, Any]:
 
         tasks: set[asyncio.Task[None]] = set()
         async with runtime:
+            if sim.on_runtime is not None:
+                sim.on_runtime(runtime)
             await sim.dispatch(handle, tasks)
             await sim.drain(tasks)
         stats = runtime.statistics()
@@ -377,6 +389,7 @@ async def run_strategy(
     *,
     clock: Clock | None = None,
     progress: Callable[[int, int], None] | None = None,
+    on_runtime: RuntimeHook | None = None,
 ) -> StrategyRun:
     """Run one strategy over the workload on the running loop; its record and figures.
 
@@ -387,6 +400,8 @@ async def run_strategy(
         clock: the time source (default :class:`asyncperf.SystemClock`; a
             :class:`~asyncperf.testing.VirtualClock` on virtual time).
         progress: called with (messages settled, messages) at each sample.
+        on_runtime: called with the ``asyncperf`` strategy's runtime once it
+            runs (e.g. to serve its ``metrics``); the other strategies have none.
 
     Raises:
         ValueError: an unknown strategy.
@@ -395,7 +410,7 @@ async def run_strategy(
     if strategy not in _STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(_STRATEGIES)}, not {strategy!r}")
     clock = clock if clock is not None else ap.SystemClock()
-    sim = _Simulation(config, workload, clock)
+    sim = _Simulation(config, workload, clock, on_runtime)
     recorder = sim.recorder
     total = len(workload)
 
