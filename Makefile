@@ -7,8 +7,8 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 STAMP_BENCH := $(VENV)/.installed-bench
-# The dashboard's test drives Debian's Chromium (scripts/install-browser.sh).
-STAMP_BROWSER := $(VENV)/.installed-browser
+# Debian's Chromium (the dashboard's test) and redis-server (the Redis backends' tests).
+STAMP_SERVICES := $(VENV)/.installed-services
 
 .PHONY: run test lint typecheck pytest test-debug bench bench-pytest install clean
 
@@ -22,7 +22,7 @@ lint: $(STAMP_DEV)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-pytest: $(STAMP_DEV) $(STAMP_BROWSER)
+pytest: $(STAMP_DEV) $(STAMP_SERVICES)
 	$(BIN)/pytest
 	# One pass with asyncio's debug mode over the core suites (slow callbacks,
 	# never-awaited coroutines and non-thread-safe calls become visible).
@@ -59,8 +59,8 @@ $(STAMP_DEV): $(VENV)/bin/python pyproject.toml
 $(STAMP_BENCH): $(STAMP_DEV)
 	touch $@
 
-$(STAMP_BROWSER): scripts/install-browser.sh | $(VENV)/bin/python
-	./scripts/install-browser.sh
+$(STAMP_SERVICES): scripts/install-test-services.sh | $(VENV)/bin/python
+	./scripts/install-test-services.sh
 	touch $@
 
 clean:

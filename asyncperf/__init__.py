@@ -26,6 +26,8 @@ Everything users need is re-exported here; the submodules are the implementation
 
 from asyncperf._errors import (
     AsyncPerfError,
+    BackendError,
+    BackendUnavailable,
     CacheClosed,
     CacheError,
     ClosedError,
@@ -155,6 +157,8 @@ __all__ = [
     "AllocationSample",
     "AllocationSite",
     "AsyncPerfError",
+    "BackendError",
+    "BackendUnavailable",
     "Backoff",
     "BlockDetector",
     "BlockEvent",

@@ -32,6 +32,8 @@ import enum
 
 __all__ = [
     "AsyncPerfError",
+    "BackendError",
+    "BackendUnavailable",
     "CacheClosed",
     "CacheError",
     "ClosedError",
@@ -177,6 +179,22 @@ class UnsafeCacheDirectory(CacheError, PermissionError):
 
     Unpickling runs code, so a pickled cache must live in a directory only its
     owner can write (created 0700), or every value must carry an HMAC signature.
+    """
+
+
+class BackendError(AsyncPerfError):
+    """A shared backend (Redis) answered with an error: a script, a command or its data failed.
+
+    Redis's own exception is chained as the cause.
+    """
+
+
+class BackendUnavailable(BackendError, ConnectionError):
+    """A shared backend (Redis) could not be reached, or stopped answering in time.
+
+    What each primitive does then is documented with it: a queue raises this (the
+    caller sees backpressure, never a silent local fallback), a cache tier reads
+    it as a miss, a limit fails open or closed as configured.
     """
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator, Callable, Mapping
+import os
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from asyncperf.testing import VirtualClock, VirtualEventLoop, current_virtual_clock
+from tests.redis_server import RedisServer, start_redis
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
@@ -70,3 +73,37 @@ def loop_errors(loop_guard: list[dict[str, Any]]) -> list[dict[str, Any]]:
 async def clock() -> VirtualClock:
     """The virtual clock of the running VirtualEventLoop (tests marked ``virtual_time``)."""
     return current_virtual_clock()
+
+
+# -- Redis ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A private Redis server for the whole session; skipped without redis-server,
+    unless ASYNCPERF_REQUIRE_REDIS=1 (CI), where a missing server is a failure."""
+    try:
+        server = start_redis()
+    except FileNotFoundError as exc:
+        if os.environ.get("ASYNCPERF_REQUIRE_REDIS") == "1":
+            pytest.fail(f"ASYNCPERF_REQUIRE_REDIS=1 but {exc}")
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session server's URL, emptied (FLUSHALL) before the test."""
+    with socket.create_connection((redis_server.host, redis_server.port), timeout=5) as sock:
+        sock.sendall(f"AUTH {redis_server.password}\r\nFLUSHALL\r\n".encode())
+        reply = b""
+        while reply.count(b"\r\n") < 2:
+            chunk = sock.recv(64)
+            if not chunk:
+                break
+            reply += chunk
+        assert reply == b"+OK\r\n+OK\r\n", reply
+    return redis_server.url

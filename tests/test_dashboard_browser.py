@@ -43,7 +43,7 @@ WAIT_MS = 15_000
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
-    reason=f"{CHROMIUM} is missing: run scripts/install-browser.sh (Debian's chromium package)",
+    reason=f"{CHROMIUM} is missing: run scripts/install-test-services.sh (Debian's chromium)",
 )
 
 # JavaScript: whether <body data-NAME> has reached a number. A function, not an expression:

@@ -23,6 +23,7 @@ LAYERS = {
     "asyncperf.supervisor": 5,
     "asyncperf.runtime": 7,
     "asyncperf.testing": 8,
+    "asyncperf.backends": 9,
     "asyncperf.tools": 8,
 }
 

@@ -1,0 +1,6 @@
+"""Layer 9: shared backends behind the same small protocols as the in-process defaults.
+
+The in-process implementations (layers 1-3) stay the default; ``asyncperf.backends.redis``
+(the extra ``asyncperf[redis]``) runs the queue, the limits and a cache tier on a shared
+Redis so several processes or hosts work as one.
+"""
