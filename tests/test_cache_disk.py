@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 
 from asyncperf._errors import CacheClosed, CacheError, UnsafeCacheDirectory
-from asyncperf.cache import _disk
+from asyncperf.cache import _disk, _presence
 from asyncperf.cache._base import MISS, CacheEntry, CacheLevel, EvictionReason
 from asyncperf.cache._disk import DiskCache, encode_key
 from asyncperf.cache._serializers import (
@@ -976,3 +976,270 @@ def test_sigkill_mid_write_leaves_only_complete_values(
         assert churn.wait(timeout=10) == -signal.SIGKILL
         # Every key was stored at `rounds` at least; later versions may have landed.
         assert min(asyncio.run(read_all())) >= rounds
+
+
+# -- the presence filter --------------------------------------------------------------
+
+
+class CountingQueue:
+    """Wraps a store's read queue: counts the request batches handed to the reader threads."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.requests = 0
+
+    def put(self, item: Any) -> None:
+        if isinstance(item, list):
+            self.requests += len(item)
+        self.inner.put(item)
+
+    def get(self) -> Any:
+        return self.inner.get()
+
+    def get_nowait(self) -> Any:
+        return self.inner.get_nowait()
+
+
+def count_reads(cache: DiskCache) -> CountingQueue:
+    """Count from now on the lookups that reach ``cache``'s reader threads."""
+    store = cache._store
+    assert store is not None
+    counter = CountingQueue(store.reads)
+    store.reads = counter  # type: ignore[assignment]
+    return counter
+
+
+def blake(key: Any) -> bytes:
+    return _disk._key_hash(encode_key(key))
+
+
+async def test_a_miss_for_a_key_never_stored_makes_no_thread_hop(make_cache: MakeCache) -> None:
+    """get, get_entry and get_many of never-stored keys are answered on the loop; a stored key
+    still goes to a reader and is found."""
+    cache = make_cache(time=FakeTime())
+    async with cache:
+        await cache.set_many((f"k{i}", i, None) for i in range(20))
+        reads = count_reads(cache)
+        assert await asyncio.gather(*(cache.get(f"new{i}") for i in range(50))) == [MISS] * 50
+        assert await cache.get_entry("new-entry") is None
+        assert await cache.get_many(f"other{i}" for i in range(10)) == {}
+        assert reads.requests == 0
+        assert cache.presence_statistics().skips == 61
+        assert cache.statistics().misses == 61
+        found = await cache.get_many(["k3", "absent", "k7"])
+        assert found == {"k3": CacheEntry(3, None), "k7": CacheEntry(7, None)}
+        assert reads.requests == 2  # only the stored keys were looked up
+        assert cache.statistics().hits == 2
+        assert cache.statistics().misses == 62
+
+
+async def test_a_stored_key_is_found_however_the_get_races_the_set(
+    make_cache: MakeCache,
+) -> None:
+    """A get after set returns finds the value; a get issued while the set is in flight is
+    never answered "absent" by the filter (it asks SQLite: old value or new, never a lie)."""
+    cache = make_cache(time=FakeTime(), inline_threshold=500)
+    async with cache:
+        for i in range(40):
+            value = "x" * (i * 30)  # some go to files
+            assert await cache.set(i, value) is True
+            assert await cache.get(i) == value
+        skips = cache.presence_statistics().skips
+        for i in range(100, 140):
+            before, stored, during = await asyncio.gather(
+                cache.get(i), cache.set(i, i), cache.get(i)
+            )
+            assert before is MISS  # ran before the set began: the filter may answer it
+            assert stored is True
+            assert during in (MISS, i)
+            assert await cache.get(i) == i
+        assert cache.presence_statistics().skips == skips + 40  # only the `before` gets
+
+
+async def test_a_set_queued_across_a_rebuild_stays_findable(make_cache: MakeCache) -> None:
+    """A filter replaced between a set's queueing and its commit (what a rebuild on the
+    writer does) would lack the key: the writer adds it again before committing."""
+    clock = FakeTime()
+    cache = make_cache(time=clock)
+    async with cache:
+        await cache.set("warm", 0)
+        presence = cache._presence
+        assert presence is not None
+        setting = asyncio.ensure_future(cache.set("k", 1))
+        await asyncio.sleep(0)  # the set has added its key and queued its op, not yet flushed
+        view = presence.view
+        assert blake("k") in view.bits
+        presence.replace(_presence.BloomFilter(64), 0, view.watermark, clock())
+        assert blake("k") not in presence.view.bits
+        assert await setting is True
+        assert blake("k") in presence.view.bits
+        assert await cache.get("k") == 1
+
+
+async def test_rebuilds_keep_every_stored_key_findable(
+    make_cache: MakeCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a tiny design capacity the filter is rebuilt many times while 20 tasks store
+    keys batch after batch; every key is found, and absent keys are still skipped."""
+    monkeypatch.setattr(_presence, "MIN_CAPACITY", 16)
+    cache = make_cache(time=FakeTime())
+    async with cache:
+
+        async def store(task: int) -> None:
+            for i in range(25):
+                assert await cache.set((task, i), i) is True
+
+        await asyncio.gather(*(store(task) for task in range(20)))
+        await cache.count()  # a writer round trip: the rebuild after the last batch is done
+        stats = cache.presence_statistics()
+        assert stats.rebuilds >= 4  # the open's build, then 16 -> 32 -> ... -> 500 keys
+        assert stats.capacity >= 500
+        assert stats.load <= stats.capacity
+        keys = [(task, i) for task in range(20) for i in range(25)]
+        found = await cache.get_many(keys)
+        assert found == {key: CacheEntry(key[1], None) for key in keys}
+        reads = count_reads(cache)
+        assert await cache.get_many((99, i) for i in range(30)) == {}
+        assert reads.requests <= 2  # ~1% false positives at most
+
+
+async def test_deletions_make_the_filter_rebuild(
+    make_cache: MakeCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once over half of its keys are known deleted, the filter is rebuilt without them."""
+    monkeypatch.setattr(_presence, "MIN_CAPACITY", 16)
+    cache = make_cache(time=FakeTime())
+    async with cache:
+        await cache.set_many((i, i, None) for i in range(30))
+        rebuilds = cache.presence_statistics().rebuilds
+        for i in range(25):
+            assert await cache.delete(i) is True
+        stats = cache.presence_statistics()
+        assert stats.rebuilds > rebuilds
+        assert stats.load <= 30
+        assert await cache.get_many(range(30)) == {i: CacheEntry(i, None) for i in range(25, 30)}
+
+
+def test_bloom_filter_false_positive_rate_is_near_its_design() -> None:
+    """A filter loaded to its capacity: every key found, about 1% of 20,000 others."""
+    bloom = _presence.BloomFilter(10_000)
+    assert bloom.probes == 4
+    assert bloom.capacity >= 10_000
+    assert bloom.size & (bloom.size - 1) == 0  # a power of two
+    assert bloom.add(blake("in:0")) is True
+    assert bloom.add(blake("in:0")) is False  # nothing new: counted once
+    for i in range(bloom.capacity):
+        bloom.add(blake(f"in:{i}"))
+    assert all(blake(f"in:{i}") in bloom for i in range(bloom.capacity))
+    false_positives = sum(blake(f"out:{i}") in bloom for i in range(20_000))
+    assert 0.005 < false_positives / 20_000 < 0.016
+    with pytest.raises(ValueError, match=r"^capacity must be >= 1"):
+        _presence.BloomFilter(0)
+    with pytest.raises(ValueError, match=r"^error_rate must be between 0 and 1"):
+        _presence.BloomFilter(10, error_rate=1.0)
+
+
+async def test_another_instances_writes_are_seen_at_once(cache_dir: Path) -> None:
+    """A store by another instance stamps index.seq: this filter, which said "absent",
+    looks again at the next get."""
+    clock = FakeTime()
+    async with (
+        DiskCache(cache_dir, time=clock) as reader,
+        DiskCache(cache_dir, time=clock) as writer,
+    ):
+        assert await reader.get_many(range(30)) == {}
+        assert reader.presence_statistics().skips == 30
+        await writer.set_many((i, i * 2, None) for i in range(30))
+        assert await reader.get_many(range(30)) == {i: CacheEntry(i * 2, None) for i in range(30)}
+        assert reader.presence_statistics().refreshes == 1  # done before those answers
+        skips = reader.presence_statistics().skips
+        assert await reader.get("never") is MISS
+        assert reader.presence_statistics().skips == skips + 1
+
+
+async def test_unstamped_writes_are_seen_after_presence_refresh(cache_dir: Path) -> None:
+    """A writer that does not stamp index.seq (an older version) is seen once
+    presence_refresh seconds have passed on the cache's clock; 0 never trusts the filter."""
+    clock = FakeTime()
+    async with (
+        DiskCache(cache_dir, time=clock, presence_refresh=5.0) as reader,
+        DiskCache(cache_dir, time=clock, presence_refresh=0) as eager,
+        DiskCache(cache_dir) as writer,
+    ):
+        assert writer._store is not None
+        writer._store.seq_file = None  # writes as a version without the presence filter would
+        assert await reader.get("x") is MISS
+        assert await writer.set("x", 1) is True
+        assert await reader.get("x") is MISS  # a lost hit, for up to presence_refresh
+        assert await eager.get("x") == 1
+        assert eager.presence_statistics().skips == 0
+        clock.now += 5.0
+        assert await reader.get("x") == 1
+        assert reader.presence_statistics().refreshes == 1
+        skips = reader.presence_statistics().skips
+        assert await reader.get("y") is MISS
+        assert reader.presence_statistics().skips == skips + 1
+
+
+@pytest.mark.timeout(30)
+async def test_another_processes_writes_are_seen_at_once(
+    cache_dir: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    """A cache whose filter said "absent" finds the keys a second process stores next."""
+    async with DiskCache(cache_dir, time=FakeTime()) as cache:
+        keys = [f"p{i}" for i in range(40)]
+        assert await cache.get_many(keys) == {}
+        assert cache.presence_statistics().skips == 40
+        other = _worker("serve", cache_dir)
+        processes.append(other)
+        _ask(other, {"op": "write", "prefix": "p", "n": 40})
+        assert await asyncio.to_thread(_answer, other) == {"stored": 40}
+        found = await cache.get_many(keys)
+        assert {k: entry.value for k, entry in found.items()} == {k: value_for(k, 1) for k in keys}
+        _ask(other, {"op": "quit"})
+        assert await asyncio.to_thread(other.wait, 10) == 0
+
+
+async def test_clear_empties_the_filter(make_cache: MakeCache) -> None:
+    """clear() resets the filter; keys stored after it are found, cleared ones skipped."""
+    cache = make_cache(time=FakeTime())
+    async with cache:
+        await cache.set_many((i, i, None) for i in range(50))
+        assert cache.presence_statistics().load == 50
+        await cache.clear()
+        await cache.set("after", 1)
+        assert await cache.get("after") == 1
+        assert await cache.get_many(range(50)) == {}
+        assert cache.presence_statistics().load == 1
+
+
+async def test_presence_filter_off_behaves_as_before(make_cache: MakeCache) -> None:
+    """presence_filter=False: every get reaches a reader; results and counters as before."""
+    cache = make_cache(presence_filter=False)
+    async with cache:
+        await cache.set_many((i, i, None) for i in range(10))
+        reads = count_reads(cache)
+        assert await cache.get_many(range(20)) == {i: CacheEntry(i, None) for i in range(10)}
+        assert await cache.get("absent") is MISS
+        assert reads.requests == 21
+        stats = cache.statistics()
+        assert (stats.hits, stats.misses) == (10, 11)
+        assert cache.presence_statistics() == _presence.PresenceStatistics(
+            enabled=False, capacity=0, bits=0, load=0, skips=0, rebuilds=0, refreshes=0
+        )
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"presence_filter": 1}, TypeError, "^presence_filter must be a bool"),
+        ({"presence_refresh": -1}, ValueError, "^presence_refresh must be >= 0"),
+        ({"presence_refresh": "1"}, TypeError, "^presence_refresh must be a number"),
+        ({"presence_refresh": float("inf")}, ValueError, "^presence_refresh must be finite"),
+    ],
+)
+def test_bad_presence_arguments_name_the_parameter(
+    cache_dir: Path, options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        DiskCache(cache_dir, **options)

@@ -3,6 +3,7 @@
 Layout of a cache directory::
 
     index.sqlite3 (+ -wal, -shm)   one row per entry: key, size, expiry, checksum, value
+    index.seq                      8 bytes: the ``seq`` of the last store (see "Presence")
     values/ab/<hash>-<token>.val   values above ``inline_threshold``, one file each
     tmp/                           files being written, renamed into values/ when complete
 
@@ -20,6 +21,33 @@ that replaced it. A reader therefore finds either the old complete value or the
 new one. With ``sync=False`` (the default) this holds when the process dies;
 ``sync=True`` adds fsync of files and directories and ``synchronous=FULL`` so it
 holds when the machine loses power too.
+
+Presence filter: each instance keeps a Bloom filter of the keys the directory
+may hold (:mod:`asyncperf.cache._presence`), so a get for a key never stored
+is answered on the loop, with no thread hop. It must never say "absent" for a
+committed key:
+
+- A set adds its key on the loop *before* its op is queued for the writer, so
+  the bits are set before the row can commit; a get that runs after the set
+  started sees them, and one that ran before it was not owed the value.
+- Every store stamps its row's ``used`` with ``seq`` (meta row, incremented
+  under the write lock, never reset). The filter reflects all rows stored with
+  ``seq <= watermark``; ``SELECT hash FROM entries WHERE used > ?`` (indexed)
+  finds the rest. Row ids are no watermark: an upsert keeps its id, but SQLite
+  reuses the largest id after it is deleted and restarts at 1 after a clear.
+- Every writer (any instance, any process) writes its new ``seq`` to the
+  shared, memory-mapped ``index.seq`` before its COMMIT, while it holds the
+  write lock. The loop answers "absent" only when ``index.seq`` is not beyond
+  the filter's watermark, so a store committed by anyone before the get shows
+  up as a larger stamp and sends the get to SQLite (and the filter is refreshed).
+  A writer folds in other writers' rows inside its own transaction, so its own
+  stores move the watermark without a refresh.
+- Writers that do not write ``index.seq`` (older versions) are covered by
+  ``presence_refresh``: the filter is refreshed at least that often before it
+  answers a miss, so their stores may read as missing for that long (a lost
+  hit, never a wrong value).
+- A rebuild replaces the filter (a new *epoch*); a set queued before it and
+  committed after it is added again by the writer before that COMMIT.
 """
 
 from __future__ import annotations
@@ -29,6 +57,7 @@ import functools
 import hashlib
 import hmac
 import logging
+import mmap
 import os
 import queue
 import sqlite3
@@ -56,6 +85,13 @@ from asyncperf.cache._base import (
     EvictionReason,
     LatencySamples,
 )
+from asyncperf.cache._presence import (
+    BloomFilter,
+    Presence,
+    PresenceStatistics,
+    PresenceView,
+    capacity_for,
+)
 from asyncperf.cache._serializers import (
     Codec,
     PickleSerializer,
@@ -71,6 +107,8 @@ EvictionName = Literal["lrs", "lru"]
 logger = logging.getLogger("asyncperf.cache")
 
 INDEX_NAME: Final = "index.sqlite3"
+#: The shared stamp of the last store (see "Presence filter" above).
+SEQ_NAME: Final = "index.seq"
 VALUES_DIR: Final = "values"
 TMP_DIR: Final = "tmp"
 SCHEMA_VERSION: Final = 1
@@ -242,6 +280,8 @@ class _Op:
     hashes: list[bytes] | None = None
     #: CORRUPT: the ``used`` stamp of the damaged row.
     used: Any = None
+    #: SET: the presence filter epoch its key was added to (re-added if it changed).
+    epoch: int = 0
 
 
 @dataclass(slots=True)
@@ -342,6 +382,38 @@ def _unlink(path: str | os.PathLike[str]) -> None:
         logger.warning("could not remove %s: %s", path, exc)
 
 
+_SEQ: Final = struct.Struct("<Q")
+
+
+class _SeqFile:
+    """``index.seq``: 8 bytes, memory-mapped, shared by every process using the directory.
+
+    Written by a writer (under SQLite's write lock) just before it commits a
+    store; read on the event loop, where a memory read costs far less than a
+    thread hop. A torn or stale read only sends a get to SQLite.
+    """
+
+    def __init__(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            if os.fstat(fd).st_size < _SEQ.size:
+                os.ftruncate(fd, _SEQ.size)  # never shrinks; racing creators agree on 8
+            self._map = mmap.mmap(fd, _SEQ.size)
+        finally:
+            os.close(fd)  # the map keeps its own handle
+
+    def read(self) -> int:
+        """The last seq written (ValueError once closed)."""
+        value: int = _SEQ.unpack_from(self._map)[0]
+        return value
+
+    def write(self, seq: int) -> None:
+        _SEQ.pack_into(self._map, 0, seq)
+
+    def close(self) -> None:
+        self._map.close()
+
+
 # -- the thread side ----------------------------------------------------------------
 
 
@@ -363,6 +435,7 @@ class _Store:
         eviction: EvictionName,
         sync: bool,
         time: Callable[[], float],
+        presence: Presence | None,
     ) -> None:
         self.directory = directory
         self.values = directory / VALUES_DIR
@@ -375,6 +448,9 @@ class _Store:
         self.lru = eviction == "lru"
         self.sync = sync
         self.time = time
+        self.presence = presence
+        #: Opened by the writer at open (None if it could not be: no filter answers then).
+        self.seq_file: _SeqFile | None = None
         # Written by the writer thread only; read anywhere (a snapshot is enough).
         self.evictions = dict.fromkeys((reason.value for reason in EvictionReason), 0)
         self.known_bytes = 0
@@ -449,6 +525,8 @@ class _Store:
             for statement in _SCHEMA:
                 conn.execute(statement)
             version = conn.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()[0]
+            if version == SCHEMA_VERSION:
+                self._open_seq_file(conn)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -463,6 +541,20 @@ class _Store:
             )
         self._refresh_known(conn)
         return conn
+
+    def _open_seq_file(self, conn: sqlite3.Connection) -> None:
+        """Map ``index.seq`` and set it to the index's seq (we hold the write lock here).
+
+        A directory last written by a version without the file would otherwise
+        keep every miss on the SQLite path until the next store.
+        """
+        if self.seq_file is None:
+            try:
+                self.seq_file = _SeqFile(self.directory / SEQ_NAME)
+            except OSError as exc:  # the filter then never answers: correct, only slower
+                logger.warning("presence filter off for %s: %s", self.directory, exc)
+                return
+        self.seq_file.write(_meta(conn, "seq"))
 
     def _cleanup(self, conn: sqlite3.Connection) -> None:
         """Best effort: remove old temp files and value files that no row names."""
@@ -508,6 +600,8 @@ class _Store:
         finally:
             self.ready.set()  # readers open their connections once the schema exists
         if conn is not None:
+            if self.presence is not None and self.seq_file is not None:
+                self._rebuild_presence(conn)
             try:
                 self._cleanup(conn)
             except Exception as exc:  # best effort: a later open tries again
@@ -545,6 +639,8 @@ class _Store:
                     self._fail(ops, _failure("write", exc))
         if conn is not None:
             conn.close()
+        if self.seq_file is not None:
+            self.seq_file.close()
         if stop.fut is not None:
             _send([(stop.fut, None, None)])
 
@@ -566,6 +662,11 @@ class _Store:
         evicted = dict.fromkeys(self.evictions, 0)
         sets = 0
         evict = False
+        removed_rows = 0
+        presence = self.presence
+        # The filter as this transaction found it, and other writers' keys to fold in.
+        view = presence.view if presence is not None and presence.ready else None
+        foreign: list[bytes] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             seq = seq_start = _meta(conn, "seq")
@@ -605,6 +706,10 @@ class _Store:
                         files.pop(op.hash, None)
                     else:
                         files[op.hash] = op.filename
+                    if presence is not None and op.epoch != presence.view.epoch:
+                        # Added to a filter since replaced (rebuilt or cleared): add it to
+                        # the current one before the row commits.
+                        op.epoch = presence.add(op.hash)
                     sets += 1
                     results.append(_result(op, True))
                 elif kind == _Kind.DELETE:
@@ -612,6 +717,7 @@ class _Store:
                     old = files.pop(op.hash, None)
                     if old is not None:
                         dropped.append(old)
+                    removed_rows += max(removed.rowcount, 0)
                     results.append(_result(op, removed.rowcount > 0))
                 elif kind == _Kind.TOUCH:
                     assert op.hashes is not None  # TOUCH always carries its hashes
@@ -664,6 +770,19 @@ class _Store:
                 evicted[EvictionReason.CAPACITY] += self._evict_to_capacity(conn, dropped)
             if seq != seq_start:
                 conn.execute("UPDATE meta SET value = ? WHERE name = 'seq'", (seq,))
+                if view is not None and view.watermark != seq_start:
+                    # Others stored since the filter's watermark: their rows (all committed
+                    # before we took the lock) join the filter with ours.
+                    foreign = [
+                        row[0]
+                        for row in conn.execute(
+                            "SELECT hash FROM entries WHERE used > ?", (view.watermark,)
+                        )
+                    ]
+                if self.seq_file is not None:
+                    # Before COMMIT, under the write lock: once the rows are visible, every
+                    # reader's loop sees a seq its filter has not reached yet.
+                    self.seq_file.write(seq)
             if self.sync and renamed:
                 for directory in {path.parent for path in renamed}:
                     _fsync_directory(directory)
@@ -685,6 +804,18 @@ class _Store:
                     failed.append((op.fut, None, _copy_error(error)))
             _send(failed)
             return
+        rebuild = False
+        if presence is not None and view is not None:
+            # Every row stored up to `seq` is in the filter now: ours were added on the
+            # loop (or above), the others' are folded in. First thing after COMMIT: until
+            # then the loop sees our stamp ahead of the watermark and sends misses here.
+            rebuild = presence.committed(
+                foreign,
+                view.epoch,
+                seq if seq != seq_start else None,
+                self.time(),
+                removed_rows + sum(evicted.values()),
+            )
         for name in dropped:
             _unlink(self.values / name)
         for reason, count in evicted.items():
@@ -693,6 +824,55 @@ class _Store:
         meta = self._refresh_known(conn)
         results.extend(_result(op, meta) for op in meta_ops)
         _send(results)
+        if rebuild:
+            self._rebuild_presence(conn)  # after the answers: they need not wait for it
+
+    def _rebuild_presence(self, conn: sqlite3.Connection) -> None:
+        """Build a filter of every key in the index (on the writer, between transactions).
+
+        Sized for twice the entries found. Sets queued meanwhile went into the old
+        filter; the writer adds them again when it commits them (their epoch is old).
+        """
+        presence = self.presence
+        assert presence is not None  # called only when the filter is on
+        try:
+            conn.execute("BEGIN")  # one snapshot: the seq and the rows agree
+            try:
+                seq = _meta(conn, "seq")
+                hashes = [row[0] for row in conn.execute("SELECT hash FROM entries")]
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:  # keep the old filter: still correct, only fuller
+            logger.warning("presence filter rebuild of %s failed: %s", self.directory, exc)
+            return
+        bits = BloomFilter(capacity_for(len(hashes)))
+        load = 0
+        for key_hash in hashes:
+            if bits.add(key_hash):
+                load += 1
+        presence.replace(bits, load, seq, self.time())
+
+    def _refresh_presence(self, conn: sqlite3.Connection) -> None:
+        """Fold in the keys stored by anyone since the filter's watermark (a reader thread)."""
+        presence = self.presence
+        assert presence is not None  # called only when the filter is on
+        presence.refresh_wanted = False
+        if not presence.ready:
+            return
+        view = presence.view
+        now = self.time()
+        conn.execute("BEGIN")  # one snapshot: the seq and the rows agree
+        try:
+            seq = _meta(conn, "seq")
+            hashes = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT hash FROM entries WHERE used > ?", (view.watermark,)
+                )
+            ]
+        finally:
+            conn.execute("COMMIT")
+        presence.fold(hashes, view.epoch, seq, now, refresh=True)
 
     def _current_files(self, conn: sqlite3.Connection, ops: list[_Op]) -> dict[bytes, str]:
         """The value files of the keys that ``ops`` store or delete (inline ones left out)."""
@@ -786,6 +966,16 @@ class _Store:
                     assert error is not None  # no connection only when opening failed
                     _send([(req[3], None, _copy_error(error)) for req in batch])
                 else:
+                    if self.presence is not None and self.presence.refresh_wanted:
+                        # Before the answers go back (this is rare: a stamp from another
+                        # writer, or presence_refresh elapsed), so that a caller who got
+                        # them finds the filter up to date.
+                        try:
+                            self._refresh_presence(conn)
+                        except Exception as exc:  # the filter stays behind: misses hop
+                            logger.warning("presence filter refresh failed: %s", exc)
+                            if conn.in_transaction:
+                                conn.execute("ROLLBACK")
                     self._read_batch(conn, batch)
         finally:
             self.reads.put(_STOP_READERS)  # for the other readers
@@ -1023,6 +1213,17 @@ class DiskCache:
     else) unless ``hmac_key`` signs every value. TTLs are wall-clock seconds, so
     they keep running while no process has the cache open.
 
+    A presence filter (a Bloom filter of the keys the directory may hold: about
+    2.6 bytes per entry, as it is built with room to double; rebuilt on the
+    writer thread when it outgrows that) answers a get for a key never stored
+    on the event loop, with no thread hop. Stores by other instances and
+    processes of this version are seen by the next get after they commit (they
+    stamp the shared ``index.seq`` file); stores by writers that do not (older
+    versions) may read as missing for up to ``presence_refresh`` seconds: a
+    lost hit, never a wrong value. At open the filter is built from every key
+    in the index on the writer thread (about 1 µs per entry, before the first
+    write is served); until it is ready every get asks SQLite.
+
     Cancellation: a cancelled ``get`` leaves its batch alone and is answered by
     nobody. A ``set`` cancelled before its value reached the writer stores
     nothing (a half-written value file is removed); one cancelled after may
@@ -1044,6 +1245,11 @@ class DiskCache:
             power loss; without it a crash of the process loses nothing committed.
         name: the level's name in statistics.
         time: the wall clock for TTLs (seconds since the epoch; called from threads).
+        presence_filter: keep the in-memory presence filter (False: every get asks SQLite,
+            as before the filter existed).
+        presence_refresh: the longest the filter answers misses without reading the index
+            (seconds; it also reads it as soon as another writer stamps ``index.seq``).
+            0: every miss asks SQLite, as without the filter.
 
     Raises:
         UnsafeCacheDirectory: pickle without ``hmac_key`` in a directory another user
@@ -1067,6 +1273,8 @@ class DiskCache:
         sync: bool = False,
         name: str = "disk",
         time: Callable[[], float] = time.time,
+        presence_filter: bool = True,
+        presence_refresh: float = 1.0,
     ) -> None:
         # Set first: __del__ runs even when this constructor raises.
         self._store: _Store | None = None
@@ -1093,6 +1301,11 @@ class DiskCache:
             raise ValueError("name must not be empty")
         if not callable(time):
             raise TypeError(f"time must be callable, not {type(time).__name__}")
+        if not isinstance(presence_filter, bool):
+            raise TypeError(f"presence_filter must be a bool, not {type(presence_filter).__name__}")
+        self._presence_refresh = check_number(
+            "presence_refresh", presence_refresh, minimum=0.0, strict=False
+        )
         if hmac_key is not None:
             if not isinstance(hmac_key, bytes):
                 raise TypeError(f"hmac_key must be bytes, not {type(hmac_key).__name__}")
@@ -1115,6 +1328,7 @@ class DiskCache:
         self._lane: _Lane | None = None
         self._closing: asyncio.Future[None] | None = None
         self._file_writes: set[asyncio.Future[None]] = set()
+        self._presence = Presence(time()) if presence_filter else None
         self._store = _Store(
             path,
             max_bytes=max_bytes,
@@ -1124,6 +1338,7 @@ class DiskCache:
             eviction=eviction,
             sync=sync,
             time=time,
+            presence=self._presence,
         )
         self._closed = False
 
@@ -1144,18 +1359,47 @@ class DiskCache:
         self._lane = lane
         return lane
 
-    def _read(self, key: Hashable) -> asyncio.Future[ReadResult]:
+    def _read(self, key: Hashable) -> asyncio.Future[ReadResult] | None:
+        """The future of a lookup, or None when the presence filter knows the key is absent."""
         encoded = encode_key(key)
-        self._live()
+        store = self._live()
+        key_hash = _key_hash(encoded)
+        now = self._time()
+        presence = self._presence
+        if presence is not None and presence.ready:
+            view = presence.view  # read once: its filter and watermark agree
+            # The bits first: a hit pays only this check.
+            if not view.bits.might_contain(key_hash) and self._absent(presence, store, view, now):
+                return None
         loop = asyncio.get_running_loop()
         lane = self._lane if self._lane_loop is loop else self._lane_of(loop)
         assert lane is not None  # _lane is set whenever _lane_loop is
         fut: asyncio.Future[ReadResult] = loop.create_future()
         reads = lane.reads
-        reads.append((_key_hash(encoded), encoded, self._time(), fut))
+        reads.append((key_hash, encoded, now, fut))
         if len(reads) == 1:
             loop.call_soon(lane.flush_reads)
         return fut
+
+    def _absent(self, presence: Presence, store: _Store, view: PresenceView, now: float) -> bool:
+        """Whether the filter, whose ``view`` lacks a key, may answer "absent" on the loop."""
+        interval = self._presence_refresh
+        if interval <= 0.0 or store.seq_file is None:
+            return False
+        try:
+            stamped = store.seq_file.read()
+        except ValueError:  # closed by the writer meanwhile: let the request path say so
+            return False
+        # A store committed before this get stamped its seq before committing, and later
+        # stamps are larger (seq grows under the write lock): a stamp beyond the watermark
+        # may be such a store, not in this view's bits yet. Bits are only ever added, so
+        # having checked them before reading the stamp is as safe as after. (Aligned
+        # 8-byte copies are not torn.)
+        if stamped > view.watermark or not 0.0 <= now - view.refreshed_at < interval:
+            presence.refresh_wanted = True  # this lookup goes to a reader, which refreshes
+            return False
+        presence.skips += 1
+        return True
 
     def _write(self, op: _Op) -> asyncio.Future[Any]:
         if self._closed and op.tmp is not None and self._store is not None:
@@ -1166,6 +1410,10 @@ class DiskCache:
         lane = self._lane if self._lane_loop is loop else self._lane_of(loop)
         assert lane is not None  # _lane is set whenever _lane_loop is
         op.fut = fut = loop.create_future()
+        if op.kind == _Kind.SET and self._presence is not None:
+            # Before the op is queued, so before its row can commit: a get that runs after
+            # this line cannot be told "absent" (the writer re-adds it after a rebuild).
+            op.epoch = self._presence.add(op.hash)
         writes = lane.writes
         writes.append(op)
         if len(writes) == 1:
@@ -1291,7 +1539,8 @@ class DiskCache:
             CacheError: the database cannot be read (a damaged entry is a miss).
         """
         start = perf_counter()
-        found = await self._read(key)
+        pending = self._read(key)
+        found = None if pending is None else await pending
         if found is None:
             self._misses += 1
             return default
@@ -1302,7 +1551,8 @@ class DiskCache:
     async def get_entry(self, key: Hashable) -> CacheEntry | None:
         """The value and the seconds it has left (None: no expiry), or None on a miss."""
         start = perf_counter()
-        found = await self._read(key)
+        pending = self._read(key)
+        found = None if pending is None else await pending
         if found is None:
             self._misses += 1
             return None
@@ -1317,10 +1567,12 @@ class DiskCache:
         wanted = list(keys)
         for key in wanted:
             encode_key(key)  # a bad key raises before any lookup is queued
-        pending = [self._read(key) for key in wanted]
+        lookups = [self._read(key) for key in wanted]
+        pending = [lookup for lookup in lookups if lookup is not None]
         # gather: if one read fails (or this call is cancelled), the others' outcomes are
         # retrieved (or cancelled) with it rather than logged as never retrieved.
-        results = await asyncio.gather(*pending)
+        answers = iter(await asyncio.gather(*pending) if pending else ())
+        results = [None if lookup is None else next(answers) for lookup in lookups]
         found: dict[Hashable, CacheEntry] = {}
         for key, result in zip(wanted, results, strict=True):
             if result is None:
@@ -1410,6 +1662,10 @@ class DiskCache:
 
     async def clear(self) -> None:
         """Remove every entry (of every process sharing the directory)."""
+        self._live()
+        if self._presence is not None:
+            # Emptied before the CLEAR is queued, so sets made after this call are kept.
+            self._presence.reset(self._time())
         await self._write(_Op(_Kind.CLEAR))
 
     async def expire(self) -> int:
@@ -1468,6 +1724,14 @@ class DiskCache:
             hit_latency_p50=p50,
             hit_latency_p99=p99,
         )
+
+    def presence_statistics(self) -> PresenceStatistics:
+        """A snapshot of the presence filter: its size, load, and misses it answered."""
+        if self._presence is None:
+            return PresenceStatistics(
+                enabled=False, capacity=0, bits=0, load=0, skips=0, rebuilds=0, refreshes=0
+            )
+        return self._presence.statistics()
 
     # -- lifetime -------------------------------------------------------------------
 

@@ -3,7 +3,10 @@
 Every contender gets the same keys and values: 500 keys of 1 KB (stored in
 the SQLite index) and 64 keys of 100 KB (stored as files by both caches),
 all stored before the clock starts, so ``get`` hits and ``set`` replaces.
-Each repetition uses a fresh temporary directory under /tmp.
+A third case, ``get miss``, asks the 1 KB cache for keys never stored (the
+common L2 lookup behind a memory tier when most requests are new); asyncperf
+answers those from its presence filter without a thread hop. Each repetition
+uses a fresh temporary directory under /tmp.
 
 Contenders:
 
@@ -34,6 +37,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from asyncperf.cache._base import MISS
 from asyncperf.cache._disk import DiskCache
 from asyncperf.tools.bench._harness import (
     Bar,
@@ -91,10 +95,23 @@ def _workloads(quick: bool) -> tuple[Workload, Workload]:
     return _workload("1 KB", 500, 1_000, small_ops), _workload("100 KB", 64, 100_000, large_ops)
 
 
+#: The operation of the ``get miss`` case: a get of a key never stored.
+MISS_OP = "miss"
+
+
+def _absent_key(index: int) -> str:
+    """A key no workload stores (distinct per operation, as new prompts would be)."""
+    return f"absent:{index}"
+
+
 def _check(got: list[Any], work: Workload, op: str) -> None:
-    """Every get found the value stored for its key; every set succeeded."""
+    """Every get found the value stored for its key (none, for a miss); every set succeeded."""
     for index, result in enumerate(got):
-        if result != (True if op == "set" else work.value(index)):
+        if op == MISS_OP:
+            ok = result is MISS or result is None  # asyncperf's MISS, diskcache's None
+        else:
+            ok = result == (True if op == "set" else work.value(index))
+        if not ok:
             raise AssertionError(f"{op} #{index} of {work.name}: unexpected result")
 
 
@@ -125,11 +142,14 @@ async def bench_asyncperf(work: Workload, op: str) -> float:
             async def get(index: int) -> Any:
                 return await cache.get(work.key(index))
 
+            async def miss(index: int) -> Any:
+                return await cache.get(_absent_key(index))
+
             async def set_(index: int) -> Any:
                 return await cache.set(work.key(index), work.value(index))
 
             start = perf_counter()
-            results = await _fan_out(work, get if op == "get" else set_)
+            results = await _fan_out(work, {"get": get, MISS_OP: miss}.get(op, set_))
             elapsed = perf_counter() - start
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -156,11 +176,14 @@ async def bench_diskcache_thread(work: Workload, op: str) -> float:
         async def get(index: int) -> Any:
             return await asyncio.to_thread(cache.get, work.key(index))
 
+        async def miss(index: int) -> Any:
+            return await asyncio.to_thread(cache.get, _absent_key(index))
+
         async def set_(index: int) -> Any:
             return await asyncio.to_thread(cache.set, work.key(index), work.value(index))
 
         start = perf_counter()
-        results = await _fan_out(work, get if op == "get" else set_)
+        results = await _fan_out(work, {"get": get, MISS_OP: miss}.get(op, set_))
         elapsed = perf_counter() - start
     finally:
         cache.close()
@@ -179,6 +202,9 @@ async def bench_diskcache_direct(work: Workload, op: str) -> float:
         if op == "get":
             for index in range(work.ops):
                 results.append(cache.get(work.key(index)))
+        elif op == MISS_OP:
+            for index in range(work.ops):
+                results.append(cache.get(_absent_key(index)))
         else:
             for index in range(work.ops):
                 results.append(cache.set(work.key(index), work.value(index)))
@@ -222,6 +248,8 @@ CONTENDERS = (
 
 #: The cases with a bar: the small values (the large ones are reported only).
 BARRED = ("get 1 KB", "set 1 KB")
+#: Gets of keys never stored, against the 1 KB cache (reported, no bar).
+MISS_CASE = "get miss"
 
 
 def _maker(
@@ -233,28 +261,33 @@ def _maker(
     return make
 
 
+def _case(contender: Contender, work: Workload, op: str, case: str) -> Case:
+    return Case(
+        case=case,
+        contender=contender.key,
+        label=contender.label,
+        make=_maker(contender, work, op),
+        items=work.ops,
+        unit="µs/op",
+        scale=1e6,
+    )
+
+
 def plan(config: Config, loop: LoopChoice) -> Plan:
-    """The cases: get and set of each value size, for every available contender."""
+    """The cases: get and set of each value size, then get miss, for every contender."""
     result = Plan(cases=[])
     available = [
         c
         for c in CONTENDERS
         if c.requires is None or import_peer(c.requires, result.notes, config.vs)
     ]
-    for work in _workloads(config.quick):
+    small, large = _workloads(config.quick)
+    for work in (small, large):
         for op in ("get", "set"):
             for contender in available:
-                result.cases.append(
-                    Case(
-                        case=f"{op} {work.name}",
-                        contender=contender.key,
-                        label=contender.label,
-                        make=_maker(contender, work, op),
-                        items=work.ops,
-                        unit="µs/op",
-                        scale=1e6,
-                    )
-                )
+                result.cases.append(_case(contender, work, op, f"{op} {work.name}"))
+    for contender in available:
+        result.cases.append(_case(contender, small, MISS_OP, MISS_CASE))
     result.notes.append(
         "Crash safety, both caches: SQLite WAL with synchronous=NORMAL, value files "
         "renamed into place without fsync (asyncperf sync=False, diskcache defaults): "
@@ -266,7 +299,7 @@ def plan(config: Config, loop: LoopChoice) -> Plan:
 def report(h: Harness, loop: LoopChoice, results: list[Result]) -> None:
     """Print the table of one loop: µs per operation, ops/s, speedup over the baseline."""
     table = Table(
-        title=f"disk: L2 get/set, {CALLERS} concurrent callers — loop {loop}",
+        title=f"disk: L2 get/set and get miss, {CALLERS} concurrent callers — loop {loop}",
         caption=f"median of {h.config.repeat} repetitions, each in a fresh loop and a fresh "
         "directory; best = fastest; x thread = diskcache-via-to_thread time / this time; "
         "† sequential calls blocking the loop: a reference, not a contender",
@@ -311,8 +344,8 @@ def report(h: Harness, loop: LoopChoice, results: list[Result]) -> None:
 SUITE = Suite(
     name="disk",
     description="L2 disk cache get/set (µs per operation) with 64 concurrent callers, 1 KB "
-    "values (inline) and 100 KB values (files): asyncperf DiskCache against diskcache through "
-    "asyncio.to_thread (the bar) and called directly.",
+    "values (inline) and 100 KB values (files), and gets of keys never stored: asyncperf "
+    "DiskCache against diskcache through asyncio.to_thread (the bar) and called directly.",
     plan=plan,
     report=report,
 )
