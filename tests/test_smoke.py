@@ -23,3 +23,18 @@ async def test_virtual_time_jumps() -> None:
     start = loop.time()
     await asyncio.sleep(3600)
     assert loop.time() - start == pytest.approx(3600)
+
+
+def test_importing_asyncperf_leaves_the_optional_heavy_libraries_alone() -> None:
+    """``import asyncperf`` does not import aiocache (and the redis client it pulls in),
+    prometheus_client, pyinstrument or matplotlib: each costs milliseconds and megabytes,
+    and is imported only by the part that uses it."""
+    import subprocess
+    import sys
+
+    heavy = ("aiocache", "redis", "prometheus_client", "pyinstrument", "matplotlib")
+    code = f"import sys, asyncperf; print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == ""

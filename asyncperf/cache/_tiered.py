@@ -17,16 +17,17 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import sys
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from types import EllipsisType, TracebackType
-from typing import Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
-from aiocache.base import BaseCache
-from aiocache.serializers import StringSerializer
+if TYPE_CHECKING:
+    from aiocache.base import BaseCache
 
 from asyncperf._errors import CacheClosed
 from asyncperf._validate import check_int, check_number
@@ -1085,12 +1086,25 @@ class TieredCache:
         return f"<TieredCache {chain}, write-{self._write}, {state}>"
 
 
+def _aiocache_base() -> type[Any] | None:
+    """aiocache's BaseCache if aiocache has been imported, else None.
+
+    aiocache (and the redis client it imports when installed) costs tens of
+    milliseconds to import: it is not imported for users who never pass one of
+    its caches, and an object cannot be an aiocache cache unless it has been.
+    """
+    module = sys.modules.get("aiocache.base")
+    base: type[Any] | None = getattr(module, "BaseCache", None)
+    return base
+
+
 def _check_levels(levels: tuple[object, ...]) -> tuple[CacheLevel, ...]:
     if not levels:
         raise ValueError("levels must not be empty: pass at least one cache level")
     checked: list[CacheLevel] = []
+    base_cache = _aiocache_base()
     for index, level in enumerate(levels):
-        if isinstance(level, BaseCache):
+        if base_cache is not None and isinstance(level, base_cache):
             checked.append(AiocacheLevel(level))
         elif isinstance(level, CacheLevel):
             checked.append(level)
@@ -1172,8 +1186,11 @@ class AiocacheLevel:
     def __init__(
         self, cache: BaseCache, name: str | None = None, *, clock: Clock | None = None
     ) -> None:
-        if not isinstance(cache, BaseCache):
+        base_cache = _aiocache_base()
+        if base_cache is None or not isinstance(cache, base_cache):
             raise TypeError(f"cache must be an aiocache cache, not {type(cache).__name__}")
+        from aiocache.serializers import StringSerializer  # imported: cache is aiocache's
+
         if type(cache.serializer) is StringSerializer:
             raise ValueError(
                 "cache must have a serializer that keeps structure (pickle, JSON, msgpack): "

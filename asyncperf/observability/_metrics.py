@@ -71,9 +71,10 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from types import TracebackType
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 from asyncperf._errors import DropReason
 from asyncperf.cache import CacheLevel, CacheStatistics, TieredCache
@@ -262,6 +263,20 @@ class _PoolEntry:
         self.hook = hook
 
 
+class _PrometheusContentType:
+    """``Metrics.CONTENT_TYPE``: read from prometheus_client when first asked for.
+
+    prometheus_client is imported only by users who read metrics, not by
+    ``import asyncperf`` (it costs milliseconds and megabytes to import).
+    """
+
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> str:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        content_type: str = CONTENT_TYPE_LATEST
+        return content_type
+
+
 class Metrics:
     """One registry of every component's counters, gauges and histograms.
 
@@ -298,7 +313,8 @@ class Metrics:
     """
 
     #: The ``Content-Type`` of :meth:`prometheus_text` (prometheus_client's own).
-    CONTENT_TYPE: Final[str] = CONTENT_TYPE_LATEST
+    #: The media type of :meth:`prometheus_text` (prometheus_client's CONTENT_TYPE_LATEST).
+    CONTENT_TYPE = _PrometheusContentType()
 
     def __init__(
         self,
@@ -567,12 +583,17 @@ class Metrics:
 
     def prometheus_text(self) -> bytes:
         """The Prometheus text exposition of a fresh snapshot and the histograms."""
+        from prometheus_client import generate_latest
+
         return generate_latest(self._prometheus_registry())
 
     def _prometheus_registry(self) -> CollectorRegistry:
         # A private registry: nothing lands in prometheus_client's global REGISTRY.
         if self._registry is None:
-            # Imported here: _prom imports this module for its types.
+            # Imported here: _prom imports this module for its types, and prometheus_client
+            # is imported only by users who read metrics.
+            from prometheus_client import CollectorRegistry
+
             from asyncperf.observability._prom import SnapshotCollector
 
             registry = CollectorRegistry(auto_describe=False)
