@@ -269,12 +269,15 @@ async def test_codel_sheds_a_standing_queue(clock: VirtualClock) -> None:
 # -- cache ---------------------------------------------------------------------------------
 
 
-async def test_a_disk_cache_keeps_results_across_runtimes(tmp_path: Path) -> None:
-    """With cache_dir, a result cached by one runtime is a hit for the next one."""
+@pytest.mark.parametrize("cache_write", ["behind", "through"])
+async def test_a_disk_cache_keeps_results_across_runtimes(tmp_path: Path, cache_write: str) -> None:
+    """With cache_dir, a result cached by one runtime is a hit for the next one, whether
+    results reach the disk in write-behind batches (the default, flushed on exit) or
+    before each caller is answered."""
     runs: list[str] = []
 
     def build() -> tuple[Runtime, Callable[[str], Awaitable[str]]]:
-        runtime = Runtime(cache_dir=tmp_path / "cache", autoscale=False)
+        runtime = Runtime(cache_dir=tmp_path / "cache", autoscale=False, cache_write=cache_write)
 
         @runtime.handler(cache_ttl=600.0)
         async def render(page: str) -> str:
@@ -287,6 +290,7 @@ async def test_a_disk_cache_keeps_results_across_runtimes(tmp_path: Path) -> Non
     async with first:
         assert await render("home") == "<h1>home</h1>"
     assert len(first.statistics().cache.levels) == 2
+    assert first.statistics().cache.write_behind_written == (1 if cache_write == "behind" else 0)
     second, render_again = build()
     async with second:
         assert await render_again("home") == "<h1>home</h1>"

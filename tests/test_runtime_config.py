@@ -83,6 +83,7 @@ def test_runtime_options_match_the_config_fields() -> None:
         ),
         ({"limiter": "tcp"}, ValueError, "limiter must be one of 'vegas', 'gradient2', 'aimd'"),
         ({"cache_policy": "random"}, ValueError, "cache_policy must be one of "),
+        ({"cache_write": "sideways"}, ValueError, "cache_write must be one of "),
         ({"cache_dir": ""}, ValueError, "cache_dir must be a non-empty path"),
         ({"cache_dir": 3}, TypeError, "cache_dir must be a path, not int"),
         ({"codel_target": 0.2}, ValueError, "codel_target must be < codel_interval"),

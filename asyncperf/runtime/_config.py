@@ -308,6 +308,7 @@ _RUNTIME_SPECS: dict[str, _Spec] = {
     "cache_policy": _Spec("choice", choices=tuple(sorted(POLICIES))),
     "cache_dir": _Spec("path", optional=True),
     "cache_max_bytes": _int(1),
+    "cache_write": _Spec("choice", choices=("behind", "through")),
     "dashboard": _Spec("bool"),
     "dashboard_host": _Spec("str"),
     "dashboard_port": _int(0),
@@ -345,6 +346,7 @@ class RuntimeOptions(TypedDict, total=False):
     cache_policy: str
     cache_dir: str | os.PathLike[str] | None
     cache_max_bytes: int
+    cache_write: str
     dashboard: bool
     dashboard_host: str
     dashboard_port: int
@@ -406,6 +408,11 @@ class RuntimeConfig:
         cache_dir: a directory for a disk cache below the memory one (None: memory
             only). Relative paths in a TOML file are relative to the file.
         cache_max_bytes: the bound of the disk cache.
+        cache_write: how results reach the disk cache: ``"behind"`` (the default:
+            the caller is answered from memory at once, and the disk level is
+            written in batches shortly after; a crash loses at most the last
+            batch, never a committed value) or ``"through"`` (each result is
+            on disk before its caller is answered).
         dashboard: serve the live dashboard, ``/metrics`` and ``/api/stats`` while
             the runtime runs (``runtime.dashboard_url`` says where).
         dashboard_host: the address the dashboard binds (default 127.0.0.1: this
@@ -447,6 +454,7 @@ class RuntimeConfig:
     cache_policy: str = "tinylfu"
     cache_dir: str | None = None
     cache_max_bytes: int = 1 << 30
+    cache_write: str = "behind"
     dashboard: bool = False
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 0

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
-from typing import Any, ParamSpec, Self, TypeVar, Unpack, cast, overload
+from typing import Any, Literal, ParamSpec, Self, TypeVar, Unpack, cast, overload
 
 from asyncperf._errors import DropReason, Rejected, RuntimeNotRunning
 from asyncperf._validate import check_int, check_number
@@ -333,7 +333,10 @@ class Runtime:
         if config.cache_dir is None:
             return TieredCache(memory, clock=self._clock)
         disk = DiskCache(config.cache_dir, max_bytes=config.cache_max_bytes)
-        return TieredCache(memory, disk, clock=self._clock)
+        write: Literal["behind", "through"] = (
+            "behind" if config.cache_write == "behind" else "through"
+        )
+        return TieredCache(memory, disk, clock=self._clock, write=write)
 
     def _pool(self, name: str, concurrency: int | None, handler: str) -> WorkerPool:
         """The pool ``name``, made now if it does not exist (sized by ``concurrency``)."""
