@@ -1236,6 +1236,7 @@ async def test_presence_filter_off_behaves_as_before(make_cache: MakeCache) -> N
         ({"presence_refresh": -1}, ValueError, "^presence_refresh must be >= 0"),
         ({"presence_refresh": "1"}, TypeError, "^presence_refresh must be a number"),
         ({"presence_refresh": float("inf")}, ValueError, "^presence_refresh must be finite"),
+        ({"page_cache": 1024}, ValueError, "^page_cache must be >= 65536"),
     ],
 )
 def test_bad_presence_arguments_name_the_parameter(
@@ -1243,3 +1244,15 @@ def test_bad_presence_arguments_name_the_parameter(
 ) -> None:
     with pytest.raises(error, match=message):
         DiskCache(cache_dir, **options)
+
+
+async def test_each_connection_gets_the_page_cache_it_was_given(cache_dir: Path) -> None:
+    """page_cache= bounds SQLite's private page cache of every connection (in KiB)."""
+    async with DiskCache(cache_dir, page_cache=256 * 1024) as cache:
+        await cache.set("k", "v")
+        assert cache._store is not None
+        conn = cache._store._connect()
+        try:
+            assert conn.execute("PRAGMA cache_size").fetchone()[0] == -256
+        finally:
+            conn.close()

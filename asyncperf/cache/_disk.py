@@ -436,8 +436,10 @@ class _Store:
         sync: bool,
         time: Callable[[], float],
         presence: Presence | None,
+        page_cache: int,
     ) -> None:
         self.directory = directory
+        self.page_cache = page_cache
         self.values = directory / VALUES_DIR
         self.tmp = directory / TMP_DIR
         self.index = directory / INDEX_NAME
@@ -490,6 +492,8 @@ class _Store:
         # when the machine does; FULL survives power loss too.
         conn.execute(f"PRAGMA synchronous = {'FULL' if self.sync else 'NORMAL'}")
         conn.execute("PRAGMA temp_store = MEMORY")
+        # A negative cache_size is in KiB (a positive one would be in pages).
+        conn.execute(f"PRAGMA cache_size = -{self.page_cache // 1024}")
         return conn
 
     def stop(self, fut: asyncio.Future[None] | None) -> None:
@@ -1250,6 +1254,9 @@ class DiskCache:
         presence_refresh: the longest the filter answers misses without reading the index
             (seconds; it also reads it as soon as another writer stamps ``index.seq``).
             0: every miss asks SQLite, as without the filter.
+        page_cache: bytes of SQLite page cache per connection (the writer and each
+            reader have one). Small by default: the operating system caches the
+            file as well, and the hot entries live in the memory level above.
 
     Raises:
         UnsafeCacheDirectory: pickle without ``hmac_key`` in a directory another user
@@ -1275,6 +1282,7 @@ class DiskCache:
         time: Callable[[], float] = time.time,
         presence_filter: bool = True,
         presence_refresh: float = 1.0,
+        page_cache: int = 512 * 1024,
     ) -> None:
         # Set first: __del__ runs even when this constructor raises.
         self._store: _Store | None = None
@@ -1306,6 +1314,7 @@ class DiskCache:
         self._presence_refresh = check_number(
             "presence_refresh", presence_refresh, minimum=0.0, strict=False
         )
+        page_cache = check_int("page_cache", page_cache, minimum=64 * 1024)
         if hmac_key is not None:
             if not isinstance(hmac_key, bytes):
                 raise TypeError(f"hmac_key must be bytes, not {type(hmac_key).__name__}")
@@ -1339,6 +1348,7 @@ class DiskCache:
             sync=sync,
             time=time,
             presence=self._presence,
+            page_cache=page_cache,
         )
         self._closed = False
 
