@@ -3,8 +3,22 @@
 - :func:`connect` makes a client (RESP2, a password, TLS options, timeouts);
   :func:`translate_errors` turns Redis's errors into
   :class:`~asyncperf.BackendUnavailable` / :class:`~asyncperf.BackendError`.
+- :class:`RedisSemaphore`: a concurrency limit across processes, held as leases
+  that a crashed holder's slots come back from.
+- :class:`RedisRateLimiter`: GCRA in one Lua script on the server's clock,
+  exact across processes.
 """
 
 from asyncperf.backends.redis._client import connect, key_join, translate_errors
+from asyncperf.backends.redis._rate import RedisRateLimiter, RedisRateLimiterStatistics
+from asyncperf.backends.redis._semaphore import RedisSemaphore, RedisSemaphoreStatistics
 
-__all__ = ["connect", "key_join", "translate_errors"]
+__all__ = [
+    "RedisRateLimiter",
+    "RedisRateLimiterStatistics",
+    "RedisSemaphore",
+    "RedisSemaphoreStatistics",
+    "connect",
+    "key_join",
+    "translate_errors",
+]
