@@ -4,11 +4,12 @@ The in-process implementations (layers 1-3) stay the default; ``asyncperf.backen
 (the extra ``asyncperf[redis]``) runs the queue, the limits and a cache tier on a shared
 Redis so several processes or hosts work as one.
 
-The protocols are in :mod:`asyncperf.abc` (``SemaphoreBackend``,
+The protocols are in :mod:`asyncperf.abc` (``LeasedQueue``, ``SemaphoreBackend``,
 ``RateLimiterBackend``); the in-process implementations of them that do not
 already exist in the lower layers live here.
 """
 
 from asyncperf.backends._local import LocalRateLimiter, LocalSemaphore, SlotAcquire
+from asyncperf.backends._local_queue import LocalLeasedQueue
 
-__all__ = ["LocalRateLimiter", "LocalSemaphore", "SlotAcquire"]
+__all__ = ["LocalLeasedQueue", "LocalRateLimiter", "LocalSemaphore", "SlotAcquire"]

@@ -3,6 +3,8 @@
 - :func:`connect` makes a client (RESP2, a password, TLS options, timeouts);
   :func:`translate_errors` turns Redis's errors into
   :class:`~asyncperf.BackendUnavailable` / :class:`~asyncperf.BackendError`.
+- :class:`RedisPriorityQueue`: jobs as leases (at-least-once), priorities,
+  per-level bounds and drop strategies, dead letters, dedupe keys.
 - :class:`RedisSemaphore`: a concurrency limit across processes, held as leases
   that a crashed holder's slots come back from.
 - :class:`RedisRateLimiter`: GCRA in one Lua script on the server's clock,
@@ -10,10 +12,12 @@
 """
 
 from asyncperf.backends.redis._client import connect, key_join, translate_errors
+from asyncperf.backends.redis._queue import RedisPriorityQueue
 from asyncperf.backends.redis._rate import RedisRateLimiter, RedisRateLimiterStatistics
 from asyncperf.backends.redis._semaphore import RedisSemaphore, RedisSemaphoreStatistics
 
 __all__ = [
+    "RedisPriorityQueue",
     "RedisRateLimiter",
     "RedisRateLimiterStatistics",
     "RedisSemaphore",
