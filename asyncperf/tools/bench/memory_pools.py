@@ -106,7 +106,7 @@ from asyncperf.tools.bench._harness import (
 )
 from asyncperf.tools.bench.gc_pressure import GcMonitor
 from asyncperf.tools.simulate import SimulationConfig, Upstream, make_workload
-from asyncperf.tools.simulate._strategies import count_tokens
+from asyncperf.tools.simulate._strategies import build_request, count_tokens
 from asyncperf.tools.simulate._workload import context_text, prompt_text
 
 __all__ = [
@@ -565,24 +565,7 @@ class MessagePath:
     def request_unpooled(self, index: int) -> str:
         """The simulator's ``build_request``, as it is: every dict and list new."""
         workload = self.workload
-        history = self.histories[workload.session[index]]
-        message_list: list[dict[str, str]] = []
-        for asked, reply in history:
-            message_list.append({"role": "user", "content": prompt_text(asked)})
-            message_list.append({"role": "assistant", "content": reply})
-        prompt = prompt_text(workload.prompt[index])
-        context = context_text(workload.payload[index])
-        message_list.append({"role": "user", "content": prompt})
-        return json.dumps(
-            {
-                "model": "simulated",
-                "session": workload.session[index],
-                "messages": message_list,
-                "context": context,
-                "prompt_tokens": count_tokens(prompt) + count_tokens(context),
-                "max_tokens": 256,
-            }
-        )
+        return build_request(workload, self.histories[workload.session[index]], index)
 
     def request_pooled(self, index: int, state: MessageState) -> str:
         """The same JSON text, built in a cleared state's reused dicts and list."""

@@ -37,7 +37,7 @@ import shutil
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 import asyncperf as ap
@@ -60,7 +60,7 @@ from asyncperf.tools.simulate._measure import (
 from asyncperf.tools.simulate._upstream import Upstream, UpstreamError, UpstreamRateLimited
 from asyncperf.tools.simulate._workload import Workload, context_text, prompt_text
 
-__all__ = ["StrategyRun", "run_strategy"]
+__all__ = ["StrategyRun", "build_request", "count_tokens", "run_strategy"]
 
 #: A tokenizer's estimate (words and punctuation): the CPU a real token count costs.
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -79,6 +79,32 @@ _RUNTIME_DRAIN = 0.5
 def count_tokens(text: str) -> int:
     """Tokens of ``text`` (an estimate: words and punctuation marks)."""
     return len(_TOKEN.findall(text))
+
+
+def build_request(workload: Workload, history: Iterable[tuple[int, str]], index: int) -> str:
+    """The JSON request of message ``index``: its session's history, the prompt, the context.
+
+    The new text (prompt and context) is tokenised first, to check it fits
+    the model's context window, as a chat backend does before each call
+    (the history's turns were counted when they were added).
+    """
+    messages: list[dict[str, str]] = []
+    for asked, reply in history:
+        messages.append({"role": "user", "content": prompt_text(asked)})
+        messages.append({"role": "assistant", "content": reply})
+    prompt = prompt_text(workload.prompt[index])
+    context = context_text(workload.payload[index])
+    messages.append({"role": "user", "content": prompt})
+    return json.dumps(
+        {
+            "model": "simulated",
+            "session": workload.session[index],
+            "messages": messages,
+            "context": context,
+            "prompt_tokens": count_tokens(prompt) + count_tokens(context),
+            "max_tokens": 256,
+        }
+    )
 
 
 class StrategyRun:
@@ -123,31 +149,9 @@ class _Simulation:
         self.ran = [False] * len(workload)
 
     def build_request(self, index: int) -> str:
-        """The JSON request of a message: the session's history, the prompt, the context.
-
-        The new text (prompt and context) is tokenised first, to check it fits
-        the model's context window, as a chat backend does before each call
-        (the history's turns were counted when they were added).
-        """
+        """The JSON request of a message (see :func:`build_request`)."""
         workload = self.workload
-        history = self.histories[workload.session[index]]
-        messages: list[dict[str, str]] = []
-        for asked, reply in history:
-            messages.append({"role": "user", "content": prompt_text(asked)})
-            messages.append({"role": "assistant", "content": reply})
-        prompt = prompt_text(workload.prompt[index])
-        context = context_text(workload.payload[index])
-        messages.append({"role": "user", "content": prompt})
-        return json.dumps(
-            {
-                "model": "simulated",
-                "session": workload.session[index],
-                "messages": messages,
-                "context": context,
-                "prompt_tokens": count_tokens(prompt) + count_tokens(context),
-                "max_tokens": 256,
-            }
-        )
+        return build_request(workload, self.histories[workload.session[index]], index)
 
     async def body(self, index: int) -> str:
         """The handler body: serialise, call the upstream, parse; returns the reply text."""
