@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["check_int", "check_number"]
+__all__ = ["check_cost", "check_int", "check_number", "check_rate"]
 
 
 def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
@@ -35,3 +35,33 @@ def check_number(name: str, value: object, *, minimum: float = 0.0, strict: bool
     if math.isinf(value):
         raise ValueError(f"{name} must be finite, not {value!r}")
     return float(value)
+
+
+def check_rate(rate: object, per: object, burst: object) -> tuple[float, float, int]:
+    """The settings of a GCRA rate limit: ``rate`` calls per ``per`` seconds, ``burst`` at once.
+
+    Shared by the in-process and the Redis rate limiters, which must agree.
+
+    Raises:
+        TypeError: a setting of the wrong type (``burst`` must be an int, not a bool).
+        ValueError: a setting out of range.
+    """
+    checked_rate = check_number("rate", rate)
+    checked_per = check_number("per", per)
+    if type(burst) is not int:  # bool is an int, but never a burst
+        raise TypeError(f"burst must be an int, not {type(burst).__name__}")
+    if burst < 1:
+        raise ValueError("burst must be >= 1")
+    return checked_rate, checked_per, burst
+
+
+def check_cost(cost: object, burst: int) -> float:
+    """The cost of one acquire: a positive number no larger than the limit's ``burst``.
+
+    Raises:
+        TypeError, ValueError: as :func:`check_number`, or ``cost`` above ``burst``.
+    """
+    checked = check_number("cost", cost)
+    if checked > burst:
+        raise ValueError(f"cost must be <= burst ({burst}), not {checked:g}")
+    return checked

@@ -9,7 +9,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Self
 
-from asyncperf._validate import check_number
+from asyncperf._validate import check_cost, check_rate
 from asyncperf.abc import Cancellable, Clock
 from asyncperf.loop import SystemClock
 
@@ -126,16 +126,10 @@ class RateLimiter:
         burst: int = 1,
         clock: Clock | None = None,
     ) -> None:
-        self._rate = check_number("rate", rate)
-        self._per = check_number("per", per)
-        if type(burst) is not int:  # bool is an int, but never a burst
-            raise TypeError(f"burst must be an int, not {type(burst).__name__}")
-        if burst < 1:
-            raise ValueError("burst must be >= 1")
-        self._burst = burst
+        self._rate, self._per, self._burst = check_rate(rate, per, burst)
         self._interval = self._per / self._rate
         # A request is admitted when max(TAT, now) + cost*T - now <= burst*T.
-        self._burst_window = burst * self._interval
+        self._burst_window = self._burst * self._interval
         self._clock = clock if clock is not None else SystemClock()
         self._now = self._clock.now
         self._tat = -math.inf
@@ -183,10 +177,7 @@ class RateLimiter:
         return self._burst
 
     def _check_cost(self, cost: float) -> float:
-        cost = check_number("cost", cost)
-        if cost > self._burst:
-            raise ValueError(f"cost must be <= burst ({self._burst}), not {cost:g}")
-        return cost
+        return check_cost(cost, self._burst)
 
     def _wait_for(self, units: float, now: float) -> float:
         """Seconds from ``now`` until ``units`` more units fit (0.0 when they fit now)."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import redis.asyncio as redis_asyncio
 
 from asyncperf._errors import BackendUnavailable
-from asyncperf._validate import check_number
+from asyncperf._validate import check_cost, check_rate
 from asyncperf.backends._local import check_name
 from asyncperf.backends.redis._client import key_join
 from asyncperf.backends.redis._limits_support import FailMode, check_fail_mode, round_trip
@@ -124,13 +124,7 @@ class RedisRateLimiter:
         if not isinstance(client, redis_asyncio.Redis):
             raise TypeError(f"client must be a redis.asyncio.Redis, not {type(client).__name__}")
         self._name = check_name(name)
-        self._rate = check_number("rate", rate)
-        self._per = check_number("per", per)
-        if type(burst) is not int:  # bool is an int, but never a burst
-            raise TypeError(f"burst must be an int, not {type(burst).__name__}")
-        if burst < 1:
-            raise ValueError("burst must be >= 1")
-        self._burst = burst
+        self._rate, self._per, self._burst = check_rate(rate, per, burst)
         # The emission interval T in µs; a float, as per/rate may be inexact.
         self._interval_us = self._per / self._rate * 1_000_000
         self._fail = check_fail_mode(fail)
@@ -194,10 +188,7 @@ class RedisRateLimiter:
     # -- admission ----------------------------------------------------------------
 
     def _check_cost(self, cost: float) -> float:
-        cost = check_number("cost", cost)
-        if cost > self._burst:
-            raise ValueError(f"cost must be <= burst ({self._burst}), not {cost:g}")
-        return cost
+        return check_cost(cost, self._burst)
 
     async def _ask(self, cost: float, *, apply: bool) -> tuple[bool, float] | None:
         """Run the script: (admitted, seconds to wait), or None when Redis is unreachable
