@@ -10,6 +10,8 @@ argparse error (exit status 2), naming the option.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +24,8 @@ __all__ = [
     "add_loop_option",
     "check_at_least",
     "check_loop",
+    "import_from_cwd",
+    "short_path",
 ]
 
 LOOP_CHOICES = ("auto", "uvloop", "asyncio")
@@ -68,3 +72,26 @@ def check_at_least(option: str, value: int, minimum: int) -> None:
     """Raises UsageError ``"--option must be >= minimum"`` when ``value`` is below it."""
     if value < minimum:
         raise UsageError(f"{option} must be >= {minimum}")
+
+
+def import_from_cwd() -> None:
+    """Make modules in the current directory importable, as ``python -m`` does.
+
+    For the commands that load a user's ``MODULE:NAME`` (load, leaks, profile).
+    """
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+def short_path(path: str) -> str:
+    """``path`` relative to the current directory when it is under it, for reports.
+
+    Pseudo-files (``<frozen ...>``, ``<string>``) and paths elsewhere stay as they are.
+    """
+    if not path or path.startswith("<"):
+        return path
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if relative.startswith("..") else relative

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import os
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +23,8 @@ from asyncperf.tools._command import (
     add_loop_option,
     check_at_least,
     check_loop,
+    import_from_cwd,
+    short_path,
 )
 from asyncperf.tools.load._target import TargetError, load_object
 
@@ -100,9 +100,7 @@ def _run(args: argparse.Namespace) -> int:
     if json_path is not None and json_path.is_dir():
         raise UsageError(f"--json {args.json}: is a directory")
 
-    # Like `python -m`: modules in the current directory are importable.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    import_from_cwd()
     try:
         factory = resolve_factory(args.target)
     except TargetError as exc:
@@ -136,21 +134,10 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if report.leaked else 0
 
 
-def _short(path: str) -> str:
-    """``path`` relative to the current directory when it is under it."""
-    if not path:
-        return path
-    try:
-        relative = os.path.relpath(path)
-    except ValueError:  # another drive (Windows)
-        return path
-    return path if relative.startswith("..") else relative
-
-
 def _short_location(location: str) -> str:
-    """``file:line`` with the file as :func:`_short` gives it."""
+    """``file:line`` with the file as :func:`~asyncperf.tools._command.short_path` gives it."""
     path, sep, line = location.rpartition(":")
-    return f"{_short(path)}:{line}" if sep and path else location
+    return f"{short_path(path)}:{line}" if sep and path else location
 
 
 def _trend_row(name: str, unit: str, trend: LeakTrend) -> tuple[str, ...]:
@@ -192,7 +179,7 @@ def print_report(report: LeakReport, console: Console) -> None:
                 f"{site.size_diff:+,}",
                 f"{site.count_diff:+,}",
                 f"{site.size:,} B",
-                escape(f"{_short(site.filename)}:{site.lineno}"),
+                escape(f"{short_path(site.filename)}:{site.lineno}"),
                 escape(site.source),
             )
         console.print(sites)

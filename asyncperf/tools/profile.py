@@ -17,8 +17,6 @@ import asyncio
 import contextlib
 import inspect
 import math
-import os
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +29,8 @@ from asyncperf.tools._command import (
     add_loop_option,
     check_at_least,
     check_loop,
+    import_from_cwd,
+    short_path,
 )
 from asyncperf.tools.load._target import TargetError, load_object
 
@@ -155,9 +155,7 @@ def _run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         raise UsageError(f"--name: {exc}") from None
 
-    # Like `python -m`: modules in the current directory are importable.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    import_from_cwd()
     try:
         function = resolve_callable(args.target)
     except TargetError as exc:
@@ -274,7 +272,7 @@ def print_summary(session: Profile, console: Console) -> None:
             table.add_row(
                 f"{item['self_time']:.4f}",
                 escape(item["function"]),
-                escape(f"{_short(item['file'])}:{item['line']}"),
+                escape(f"{short_path(item['file'])}:{item['line']}"),
             )
         console.print(table)
     memory = report["memory"]
@@ -287,7 +285,7 @@ def print_summary(session: Profile, console: Console) -> None:
             table.add_row(
                 f"{item['size_diff']:+,}",
                 f"{item['count_diff']:+,}",
-                escape(f"{_short(item['filename'])}:{item['lineno']}"),
+                escape(f"{short_path(item['filename'])}:{item['lineno']}"),
             )
         console.print(table)
     tasks = report["tasks"]
@@ -304,24 +302,13 @@ def print_summary(session: Profile, console: Console) -> None:
         )
         for block in blocking["blocks"][:5]:
             where = block["stack"][-1] if block["stack"] else None
-            place = f"{_short(where['filename'])}:{where['lineno']}" if where else "?"
+            place = f"{short_path(where['filename'])}:{where['lineno']}" if where else "?"
             console.print(
                 f"  {block['duration'] * 1000:.0f} ms at {place}",
                 markup=False,
             )
     console.print(f"wrote {session.html_path}", markup=False)
     console.print(f"wrote {session.json_path}", markup=False)
-
-
-def _short(path: str) -> str:
-    """``path`` relative to the current directory when it is under it."""
-    if not path or path.startswith("<"):
-        return path
-    try:
-        relative = os.path.relpath(path)
-    except ValueError:  # another drive (Windows)
-        return path
-    return path if relative.startswith("..") else relative
 
 
 COMMAND = Command(

@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import asyncperf as ap
-from asyncperf.tools._command import Command, UsageError, add_loop_option, check_loop
+from asyncperf.tools._command import (
+    Command,
+    UsageError,
+    add_loop_option,
+    check_loop,
+    import_from_cwd,
+)
 from asyncperf.tools.load._results import LoadReport
 from asyncperf.tools.load._run import DEFAULT_CONCURRENCY, DEFAULT_MAX_IN_FLIGHT, run_load
 from asyncperf.tools.load._target import (
@@ -216,9 +220,7 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(f"--max-in-flight must be >= 1 (got {args.max_in_flight})")
     json_path, chart_path = _outputs(args)
 
-    # Like `python -m`: modules in the current directory are importable.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    import_from_cwd()
     target: Target = _resolve("MODULE:HANDLER", resolve_target, args.target)
     source: ArgumentSource = NoArguments()
     if args.args is not None:
