@@ -119,6 +119,45 @@ class Result:
     warmup: float
     note: str = ""
 
+    @classmethod
+    def side_figure(
+        cls,
+        suite: str,
+        case: str,
+        contender: str,
+        label: str,
+        loop: str,
+        unit: str,
+        values: list[float],
+        note: str,
+        *,
+        higher_is_better: bool = False,
+    ) -> Result:
+        """A figure a suite keeps beside its timed cases (one value per repetition).
+
+        ``value`` is the median; ``best`` and ``worst`` are the best and worst
+        repetitions in the metric's direction (the smallest and largest unless
+        ``higher_is_better``).
+        """
+        low, high = min(values), max(values)
+        return cls(
+            suite=suite,
+            case=case,
+            contender=contender,
+            label=label,
+            loop=loop,
+            unit=unit,
+            items=1,
+            value=statistics.median(values),
+            best=high if higher_is_better else low,
+            worst=low if higher_is_better else high,
+            repeat=len(values),
+            samples=values,
+            raw_unit=unit,
+            warmup=0.0,
+            note=note,
+        )
+
 
 @dataclass(slots=True)
 class Bar:

@@ -960,13 +960,6 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
-def _best(values: list[float], higher: bool) -> float:
-    """The best repetition: the largest if higher is better, else the smallest."""
-    if not values:
-        return math.nan
-    return max(values) if higher else min(values)
-
-
 class _Medians:
     """Median over the repetitions of each figure of one strategy."""
 
@@ -1021,22 +1014,16 @@ def _json_results(loop: str, store: _Store) -> list[Result]:
             if not clean:
                 continue
             results.append(
-                Result(
-                    suite=NAME,
-                    case=key,
-                    contender=strategy,
-                    label=LABELS[strategy],
-                    loop=loop,
-                    unit=unit,
-                    items=1,
-                    value=_median(clean),
-                    best=_best(clean, higher),
-                    worst=_best(clean, not higher),
-                    repeat=len(clean),
-                    samples=clean,
-                    raw_unit=unit,
-                    warmup=0.0,
-                    note="median of the repetitions; best/worst = the best/worst repetition",
+                Result.side_figure(
+                    NAME,
+                    key,
+                    strategy,
+                    LABELS[strategy],
+                    loop,
+                    unit,
+                    clean,
+                    "median of the repetitions; best/worst = the best/worst repetition",
+                    higher_is_better=higher,
                 )
             )
     return results

@@ -267,22 +267,15 @@ def _side_results(loop_name: str, results: list[Result], store: _Store) -> list[
             if not values:
                 continue
             extra.append(
-                Result(
-                    suite=NAME,
-                    case=f"{row.case}/{key}",
-                    contender=row.contender,
-                    label=row.label,
-                    loop=loop_name,
-                    unit=unit,
-                    items=1,
-                    value=statistics.median(values),
-                    best=min(values),
-                    worst=max(values),
-                    repeat=len(values),
-                    samples=values,
-                    raw_unit=unit,
-                    warmup=0.0,
-                    note="median of the repetitions; best/worst = smallest/largest",
+                Result.side_figure(
+                    NAME,
+                    f"{row.case}/{key}",
+                    row.contender,
+                    row.label,
+                    loop_name,
+                    unit,
+                    values,
+                    "median of the repetitions; best/worst = smallest/largest",
                 )
             )
     return extra

@@ -817,22 +817,15 @@ def _side_results(loop_name: str, results: list[Result], store: _Store) -> list[
 
     def row(result: Result, key: str, unit: str, values: list[float], note: str) -> None:
         extra.append(
-            Result(
-                suite=NAME,
-                case=f"{result.case}/{key}",
-                contender=result.contender,
-                label=result.label,
-                loop=loop_name,
-                unit=unit,
-                items=1,
-                value=statistics.median(values),
-                best=min(values),
-                worst=max(values),
-                repeat=len(values),
-                samples=values,
-                raw_unit=unit,
-                warmup=0.0,
-                note=note,
+            Result.side_figure(
+                NAME,
+                f"{result.case}/{key}",
+                result.contender,
+                result.label,
+                loop_name,
+                unit,
+                values,
+                note,
             )
         )
 

@@ -412,12 +412,6 @@ class _Medians:
         values = [run[key] for run in self.runs if key in run]
         return statistics.median(values) if values else math.nan
 
-    def best(self, key: str, higher: bool) -> float:
-        values = [run[key] for run in self.runs if key in run]
-        if not values:
-            return math.nan
-        return max(values) if higher else min(values)
-
 
 #: Figures per run: key, unit, higher is better.
 METRICS = (
@@ -537,22 +531,16 @@ def report(h: Harness, loop: LoopChoice, results: list[Result]) -> None:
             if not values:
                 continue
             extra.append(
-                Result(
-                    suite=NAME,
-                    case=key,
-                    contender=contender,
-                    label=LABELS[contender],
-                    loop=loop_name,
-                    unit=unit,
-                    items=1,
-                    value=statistics.median(values),
-                    best=med[contender].best(key, higher),
-                    worst=min(values) if higher else max(values),
-                    repeat=len(values),
-                    samples=values,
-                    raw_unit=unit,
-                    warmup=0.0,
-                    note="median of the repetitions; best/worst = the best/worst repetition",
+                Result.side_figure(
+                    NAME,
+                    key,
+                    contender,
+                    LABELS[contender],
+                    loop_name,
+                    unit,
+                    values,
+                    "median of the repetitions; best/worst = the best/worst repetition",
+                    higher_is_better=higher,
                 )
             )
     h.results.setdefault(NAME, []).extend(extra)

@@ -271,22 +271,15 @@ def _json_results(loop: str, store: _Store) -> list[Result]:
             if not values:
                 continue
             results.append(
-                Result(
-                    suite=NAME,
-                    case=f"overload/{key}",
-                    contender=strategy,
-                    label=LABELS[strategy],
-                    loop=loop,
-                    unit=unit,
-                    items=1,
-                    value=statistics.median(values),
-                    best=min(values),
-                    worst=max(values),
-                    repeat=len(values),
-                    samples=values,
-                    raw_unit=unit,
-                    warmup=0.0,
-                    note="median of the repetitions (each run in its own process)",
+                Result.side_figure(
+                    NAME,
+                    f"overload/{key}",
+                    strategy,
+                    LABELS[strategy],
+                    loop,
+                    unit,
+                    values,
+                    "median of the repetitions (each run in its own process)",
                 )
             )
     return results
