@@ -34,6 +34,8 @@ __all__ = [
     "AsyncPerfError",
     "BackendError",
     "BackendUnavailable",
+    "BatchFailed",
+    "BatcherClosed",
     "CacheClosed",
     "CacheError",
     "ClosedError",
@@ -73,6 +75,8 @@ class DropReason(enum.StrEnum):
     SHED = "shed"
     #: A rate limit would not admit the call within its admission budget.
     RATE_LIMITED = "rate_limited"
+    #: A shared limit could not reach its backend (Redis) and fails closed.
+    BACKEND_UNAVAILABLE = "backend_unavailable"
 
 
 class AsyncPerfError(Exception):
@@ -162,6 +166,10 @@ class CacheClosed(ClosedError):
     """The cache (or one of its levels) is closed."""
 
 
+class BatcherClosed(ClosedError):
+    """The batcher is closed (or closing) and accepts no new items."""
+
+
 class RuntimeNotRunning(ClosedError):
     """A handler was called, or the runtime used, outside ``async with runtime:``.
 
@@ -179,6 +187,14 @@ class UnsafeCacheDirectory(CacheError, PermissionError):
 
     Unpickling runs code, so a pickled cache must live in a directory only its
     owner can write (created 0700), or every value must carry an HMAC signature.
+    """
+
+
+class BatchFailed(AsyncPerfError):
+    """The whole batch an item travelled in failed: ``process_batch`` raised, or broke its contract.
+
+    Each item of the batch gets its own ``BatchFailed``; what ``process_batch``
+    raised is chained as the cause (None when it returned the wrong number of results).
     """
 
 

@@ -24,6 +24,7 @@ def test_all_is_sorted_and_complete() -> None:
         "abc",
         "backends",
         "cache",
+        "io",
         "loop",
         "observability",
         "pools",

@@ -16,6 +16,8 @@ LAYERS = {
     "asyncperf.abc": -1,
     "asyncperf.loop": 0,
     "asyncperf.queues": 1,
+    # I/O optimisation (batching, compression, file I/O): beside the queues, below the cache.
+    "asyncperf.io": 1,
     "asyncperf.workers": 2,
     "asyncperf.cache": 3,
     "asyncperf.pools": 4,

@@ -6,10 +6,21 @@ Redis so several processes or hosts work as one.
 
 The protocols are in :mod:`asyncperf.abc` (``LeasedQueue``, ``SemaphoreBackend``,
 ``RateLimiterBackend``); the in-process implementations of them that do not
-already exist in the lower layers live here.
+already exist in the lower layers live here. :func:`open_backend` turns a runtime's
+``backend`` setting (``"local"`` or a Redis URL) into a :class:`LocalBackend` or a
+:class:`RedisBackend`, the factories of a runtime's shared parts.
 """
 
+from asyncperf.backends._factory import LocalBackend, RedisBackend, open_backend
 from asyncperf.backends._local import LocalRateLimiter, LocalSemaphore, SlotAcquire
 from asyncperf.backends._local_queue import LocalLeasedQueue
 
-__all__ = ["LocalLeasedQueue", "LocalRateLimiter", "LocalSemaphore", "SlotAcquire"]
+__all__ = [
+    "LocalBackend",
+    "LocalLeasedQueue",
+    "LocalRateLimiter",
+    "LocalSemaphore",
+    "RedisBackend",
+    "SlotAcquire",
+    "open_backend",
+]

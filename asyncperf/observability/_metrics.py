@@ -122,11 +122,12 @@ DEFAULT_BUCKETS: Final[tuple[float, ...]] = (
 #: How a job a worker ran can end (the ``outcome`` of the run time histogram).
 JOB_OUTCOMES: Final = ("completed", "failed", "timed_out", "cancelled")
 #: Queue drop reasons every level reports (zero included, so the series exist
-#: from the start); REJECTED is counted apart, as ``rejected``.
+#: from the start); REJECTED is counted apart, as ``rejected``. A queue never
+#: drops for a rate limit or an unreachable backend: those refuse at admission.
 _QUEUE_DROP_REASONS: Final = tuple(
     reason.value
     for reason in DropReason
-    if reason not in (DropReason.REJECTED, DropReason.RATE_LIMITED)
+    if reason not in (DropReason.REJECTED, DropReason.RATE_LIMITED, DropReason.BACKEND_UNAVAILABLE)
 )
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import ssl
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from asyncperf._validate import check_int, check_number
 from asyncperf.cache import POLICIES
 from asyncperf.observability._server import is_loopback
 from asyncperf.queues import RateLimiter
+from asyncperf.runtime._backend import redact_url
 
 __all__ = [
     "HandlerSettings",
@@ -206,6 +208,7 @@ _HANDLER_SPECS: dict[str, _Spec] = {
     "deadline": _positive(optional=True),
     "admission_timeout": _non_negative(optional=True),
     "cache_namespace": _Spec("str", optional=True),
+    "global_concurrency": _int(1, optional=True),
 }
 
 
@@ -230,6 +233,7 @@ class HandlerSettings:
     deadline: float | None = None
     admission_timeout: float | None = None
     cache_namespace: str | None = None
+    global_concurrency: int | None = None
 
     def __post_init__(self) -> None:
         _check_fields(self, _HANDLER_SPECS)
@@ -313,7 +317,17 @@ _RUNTIME_SPECS: dict[str, _Spec] = {
     "dashboard_host": _Spec("str"),
     "dashboard_port": _int(0),
     "dashboard_token": _Spec("str", optional=True),
+    "backend": _Spec("str"),
+    "namespace": _Spec("str"),
+    "redis_password": _Spec("str", optional=True),
+    "redis_tls_ca_file": _Spec("path", optional=True),
+    "redis_tls_cert_file": _Spec("path", optional=True),
+    "redis_tls_key_file": _Spec("path", optional=True),
+    "limits_fail": _Spec("choice", choices=("closed", "open")),
 }
+#: Settings naming files, made relative to the TOML file that sets them.
+_PATHS = ("cache_dir", "redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file")
+_BACKEND_SCHEMES = ("redis://", "rediss://", "unix://")
 _SECTIONS = ("pools", "handlers")
 
 
@@ -351,6 +365,13 @@ class RuntimeOptions(TypedDict, total=False):
     dashboard_host: str
     dashboard_port: int
     dashboard_token: str | None
+    backend: str
+    namespace: str
+    redis_password: str | None
+    redis_tls_ca_file: str | os.PathLike[str] | None
+    redis_tls_cert_file: str | os.PathLike[str] | None
+    redis_tls_key_file: str | os.PathLike[str] | None
+    limits_fail: Literal["closed", "open"]
     pools: Mapping[str, PoolSettings | Mapping[str, Any]]
     handlers: Mapping[str, HandlerSettings | Mapping[str, Any]]
 
@@ -420,6 +441,26 @@ class RuntimeConfig:
         dashboard_port: its TCP port (0: any free one).
         dashboard_token: a secret every request to the dashboard must carry
             (``Authorization: Bearer TOKEN`` or ``?token=TOKEN``); kept out of ``repr``.
+        backend: where the shared parts live: ``"local"`` (the default: in this
+            process) or a Redis URL, ``redis://HOST:PORT/DB``, ``rediss://...``
+            (TLS) or ``unix://PATH``. With Redis, every process given the same
+            URL and ``namespace`` shares the handlers' rate limits and
+            ``global_concurrency`` limits, the queues of :meth:`Runtime.queue
+            <asyncperf.Runtime.queue>`, and a cache level below the memory and
+            disk ones (needs ``asyncperf[redis]``).
+        namespace: the prefix of every shared name (``asyncperf`` by default):
+            services sharing one server stay apart by namespace.
+        redis_password: the Redis server's password (overrides one in the URL);
+            kept out of ``repr``.
+        redis_tls_ca_file: certificates to verify a ``rediss://`` server with
+            (default: the system's).
+        redis_tls_cert_file: a client certificate for ``rediss://`` (with
+            ``redis_tls_key_file`` when the key is a separate file).
+        redis_tls_key_file: the client certificate's private key.
+        limits_fail: what a shared limit does when Redis cannot be reached:
+            ``"closed"`` (the default) refuses the call with
+            :class:`~asyncperf.Rejected` (reason ``backend_unavailable``),
+            ``"open"`` admits it without the limit (counted as ``failed_open``).
         pools: named pools (``[pools.NAME]``), see :class:`PoolSettings`.
         handlers: per-handler settings (``[handlers.NAME]``), see :class:`HandlerSettings`.
 
@@ -459,6 +500,13 @@ class RuntimeConfig:
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 0
     dashboard_token: str | None = field(default=None, repr=False)
+    backend: str = "local"
+    namespace: str = "asyncperf"
+    redis_password: str | None = field(default=None, repr=False)
+    redis_tls_ca_file: str | None = None
+    redis_tls_cert_file: str | None = None
+    redis_tls_key_file: str | None = None
+    limits_fail: str = "closed"
     pools: Mapping[str, PoolSettings] = field(default_factory=lambda: MappingProxyType({}))
     handlers: Mapping[str, HandlerSettings] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -485,11 +533,46 @@ class RuntimeConfig:
                 f"dashboard_token is needed to serve the dashboard on dashboard_host "
                 f"{self.dashboard_host!r}, which other machines can reach (or bind 127.0.0.1)"
             )
+        self._check_backend()
         if self.codel_target is not None and self.codel_target >= self.codel_interval:
             raise ValueError(
                 f"codel_target must be < codel_interval ({self.codel_target:g} >= "
                 f"{self.codel_interval:g})"
             )
+
+    def _check_backend(self) -> None:
+        backend = self.backend
+        if backend != "local" and not backend.startswith(_BACKEND_SCHEMES):
+            raise ValueError(
+                "backend must be 'local' or a redis://, rediss:// or unix:// URL, "
+                f"not {redact_url(backend)!r}"
+            )
+        if not self.namespace or "{" in self.namespace or "}" in self.namespace:
+            raise ValueError(f"namespace must not hold braces, not {self.namespace!r}")
+        redis_only = ("redis_password", "redis_tls_ca_file", "redis_tls_cert_file")
+        for name in (*redis_only, "redis_tls_key_file"):
+            if getattr(self, name) is None:
+                continue
+            if backend == "local":
+                raise ValueError(f"{name} needs a Redis backend, and backend is 'local'")
+            if name.startswith("redis_tls") and not backend.startswith("rediss://"):
+                raise ValueError(f"{name} needs a rediss:// backend URL (TLS)")
+        if self.redis_tls_key_file is not None and self.redis_tls_cert_file is None:
+            raise ValueError("redis_tls_key_file needs redis_tls_cert_file")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS settings of a ``rediss://`` backend (None for any other).
+
+        Raises:
+            OSError: a certificate file cannot be read.
+            ssl.SSLError: a file holds no valid certificate or key.
+        """
+        if not self.backend.startswith("rediss://"):
+            return None
+        context = ssl.create_default_context(cafile=self.redis_tls_ca_file)
+        if self.redis_tls_cert_file is not None:
+            context.load_cert_chain(self.redis_tls_cert_file, self.redis_tls_key_file)
+        return context
 
     # -- sources ------------------------------------------------------------------
 
@@ -572,10 +655,11 @@ class RuntimeConfig:
             config = cls.from_mapping(document, base=base)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{exc} (in {file})") from None
-        if config.cache_dir is not None and "cache_dir" in document:
-            directory = Path(config.cache_dir)
-            if not directory.is_absolute():
-                config = dataclasses.replace(config, cache_dir=str(file.parent / directory))
+        for key in _PATHS:
+            value = getattr(config, key)
+            if value is not None and key in document and not Path(value).is_absolute():
+                changes: dict[str, Any] = {key: str(file.parent / value)}
+                config = dataclasses.replace(config, **changes)
         return config
 
     @classmethod

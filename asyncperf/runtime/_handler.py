@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-from collections.abc import Callable, Coroutine, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, Self, TypeVar, overload
 
 from asyncperf._errors import (
+    BackendUnavailable,
     CacheClosed,
     Dropped,
     DropReason,
@@ -19,6 +20,7 @@ from asyncperf._errors import (
     RateLimited,
     Rejected,
 )
+from asyncperf.abc import RateLimiterBackend, SemaphoreBackend
 from asyncperf.queues import Backoff, RateLimiter
 from asyncperf.workers import WorkerPool
 from asyncperf.workers._stats import LatencySamples
@@ -52,7 +54,9 @@ class HandlerStatistics:
     Attributes:
         rejections: ``rejected`` by reason: ``rate_limited``, or a
             :class:`~asyncperf.DropReason` value (``rejected``: a full queue
-            level; ``shutdown``: the runtime was draining).
+            level; ``shutdown``: the runtime was draining;
+            ``backend_unavailable``: a shared limit could not reach Redis and
+            fails closed).
         drops: ``dropped`` by :class:`~asyncperf.DropReason` value.
     """
 
@@ -103,7 +107,7 @@ class Handler(Protocol[P, R_co]):
     ) -> Handler[P2, R_co]: ...
 
 
-def _rate_text(limiter: RateLimiter) -> str:
+def _rate_text(limiter: RateLimiter | RateLimiterBackend) -> str:
     """``300/min``, ``5/s``, ``100/h``, or ``2/30s``: a rate as users write it."""
     unit = {1.0: "s", 60.0: "min", 3600.0: "h"}.get(limiter.per, f"{limiter.per:g}s")
     return f"{limiter.rate:g}/{unit}"
@@ -140,6 +144,7 @@ class HandlerCore:
         "_drops",
         "_failed",
         "_fn",
+        "_global",
         "_in_flight",
         "_key_skip",
         "_latency",
@@ -157,6 +162,7 @@ class HandlerCore:
         "_retry_on",
         "_running",
         "_runtime",
+        "_shared_rate",
         "_sleep",
         "_succeeded",
         "_timed_out",
@@ -178,7 +184,8 @@ class HandlerCore:
         cache_ttl: float | None,
         make_key: Callable[[tuple[Any, ...], dict[str, Any]], Hashable] | None,
         key_skip: int,
-        rate: RateLimiter | None,
+        rate: RateLimiter | RateLimiterBackend | None,
+        global_limit: SemaphoreBackend | None,
         retries: int,
         retry_on: tuple[type[BaseException], ...],
         backoff: Backoff,
@@ -194,8 +201,12 @@ class HandlerCore:
         self._cache_ttl = cache_ttl
         self._make_key = make_key
         self._key_skip = key_skip
-        self._rate = rate
+        # An in-process RateLimiter answers without awaiting (the hot path); a
+        # shared one (Redis) answers over the network.
+        self._rate = rate if isinstance(rate, RateLimiter) else None
+        self._shared_rate = None if isinstance(rate, RateLimiter) else rate
         self._rate_text = "" if rate is None else _rate_text(rate)
+        self._global = global_limit
         self._retries = retries
         self._retry_on = retry_on
         self._backoff = backoff
@@ -224,8 +235,13 @@ class HandlerCore:
         return self._pool
 
     @property
-    def rate_limiter(self) -> RateLimiter | None:
-        return self._rate
+    def rate_limiter(self) -> RateLimiter | RateLimiterBackend | None:
+        return self._rate if self._rate is not None else self._shared_rate
+
+    @property
+    def global_limit(self) -> SemaphoreBackend | None:
+        """The ``global_concurrency`` limit (shared by every process on a Redis backend)."""
+        return self._global
 
     @property
     def in_flight(self) -> int:
@@ -261,7 +277,12 @@ class HandlerCore:
                 # The cache comes first: a hit costs no rate token and no worker, and
                 # concurrent misses of one key share one load (and one job).
                 key = self._make_key(args[self._key_skip :], kwargs)
+                loader: Callable[[], Awaitable[Any]]
                 loader = functools.partial(self._attempts, args, kwargs, record)
+                shared = runtime._shared_cache
+                if shared is not None:
+                    # One load per key across the processes sharing the backend too.
+                    loader = shared.shared_loader(key, loader, self._cache_ttl)
                 result = await runtime.cache.get_or_load(key, loader, self._cache_ttl)
                 if not record.loaded:
                     self._cache_hits += 1
@@ -309,6 +330,8 @@ class HandlerCore:
         budget = self._admission_timeout
         if self._rate is not None:
             budget = await self._admit_rate(budget)
+        elif self._shared_rate is not None:
+            budget = await self._admit_shared_rate(budget)
         pool = self._pool
         record.started = False
         record.error = None
@@ -408,18 +431,74 @@ class HandlerCore:
         await limiter.acquire()
         return max(0.0, budget - (self._now() - before))
 
+    async def _admit_shared_rate(self, budget: float) -> float:
+        """:meth:`_admit_rate` for a shared limiter: one round trip when a token is free.
+
+        A limiter that cannot reach its backend and fails closed refuses the
+        call (:class:`Rejected`, reason ``backend_unavailable``).
+        """
+        limiter = self._shared_rate
+        assert limiter is not None  # only called for handlers with a shared rate
+        try:
+            if await limiter.try_acquire(1):
+                return budget
+            wait = await limiter.time_to_wait(1)
+            if wait > budget:
+                raise RateLimited(
+                    f"{self.name}: shared rate limit {self._rate_text} reached; the next call "
+                    f"is admitted in {wait:.3g} s, beyond the admission timeout of {budget:g} s",
+                    retry_after=wait,
+                    priority=self._priority,
+                )
+            before = self._now()
+            await limiter.acquire()
+        except BackendUnavailable as exc:
+            raise self._unavailable("rate limit", exc) from exc
+        return max(0.0, budget - (self._now() - before))
+
+    def _unavailable(self, what: str, exc: BackendUnavailable) -> Rejected:
+        return Rejected(
+            f"{self.name}: its shared {what} cannot reach the backend, and fails closed: {exc}",
+            reason=DropReason.BACKEND_UNAVAILABLE,
+            priority=self._priority,
+        )
+
     async def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any], record: _CallRecord) -> Any:
-        """The job a worker runs: the body itself."""
+        """The job a worker runs: the body (in a slot of its ``global_concurrency`` limit)."""
         record.started = True
         self._queued -= 1
         self._running += 1
+        try:
+            if self._global is None:
+                try:
+                    return await self._fn(*args, **kwargs)
+                except BaseException as exc:
+                    record.error = exc
+                    raise
+            return await self._run_in_slot(self._global, args, kwargs, record)
+        finally:
+            self._running -= 1
+
+    async def _run_in_slot(
+        self,
+        limit: SemaphoreBackend,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        record: _CallRecord,
+    ) -> Any:
+        """Hold a slot of the global limit while the body runs. The wait for it is
+        part of the job, so the handler's ``timeout`` bounds it too."""
+        try:
+            token = await limit.acquire()
+        except BackendUnavailable as exc:
+            raise self._unavailable("concurrency limit", exc) from exc
         try:
             return await self._fn(*args, **kwargs)
         except BaseException as exc:
             record.error = exc
             raise
         finally:
-            self._running -= 1
+            await limit.release(token)
 
     # -- counting -----------------------------------------------------------------
 

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal, ParamSpec, Self, TypeVar, Unpack, cast, overload
 
 from asyncperf._errors import DropReason, Rejected, RuntimeNotRunning
 from asyncperf._validate import check_int, check_number
-from asyncperf.abc import Clock
+from asyncperf.abc import Clock, LeasedQueue, RateLimiterBackend, SemaphoreStatistics
 from asyncperf.cache import DiskCache, MemoryCache, TieredCache, TieredStatistics
 from asyncperf.cache._decorator import _KeyMaker
 from asyncperf.cache._policies import PolicyName
@@ -30,8 +31,8 @@ from asyncperf.queues import (
     Level,
     PriorityQueue,
     RateLimiter,
-    RateLimiterStatistics,
 )
+from asyncperf.runtime._backend import Backend, SharedCacheLevel, open_backend
 from asyncperf.runtime._config import PoolSettings, RuntimeConfig, RuntimeOptions
 from asyncperf.runtime._handler import Handler, HandlerCore, HandlerStatistics
 from asyncperf.supervisor import ScalingPolicy, Supervisor, SupervisorStatistics
@@ -113,7 +114,13 @@ class RuntimeStatistics:
         loop: the event loop the runtime runs on (``not started`` before).
         handlers: per handler, its calls and outcomes.
         pools: per pool, its workers and jobs.
-        rate_limiters: per handler with a rate limit, the limiter's counters.
+        rate_limiters: per handler with a rate limit, the limiter's counters (a
+            :class:`~asyncperf.RateLimiterStatistics` in process; on a Redis
+            backend a ``RedisRateLimiterStatistics``, with ``failed_open``).
+        global_limits: per handler with ``global_concurrency``, its limit's
+            counters (this process's own; the limit is shared on Redis).
+        backend: where the shared parts live: ``local``, or the Redis URL
+            (without its password).
         cache: the tiered cache's counters, per level.
         supervisor: the supervisor's decisions and readings (None without one).
         shutdown: how the last shutdown went (None while it has not happened).
@@ -123,7 +130,9 @@ class RuntimeStatistics:
     loop: str
     handlers: Mapping[str, HandlerStatistics]
     pools: Mapping[str, PoolStatistics]
-    rate_limiters: Mapping[str, RateLimiterStatistics]
+    rate_limiters: Mapping[str, Any]
+    global_limits: Mapping[str, SemaphoreStatistics]
+    backend: str
     cache: TieredStatistics
     supervisor: SupervisorStatistics | None
     shutdown: ShutdownReport | None
@@ -225,6 +234,15 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pools: dict[str, WorkerPool] = {}
         self._handlers: dict[str, HandlerCore] = {}
+        config = self._config
+        self._backend: Backend = open_backend(
+            config.backend,
+            namespace=config.namespace,
+            password=config.redis_password,
+            ssl_context=config.ssl_context(),
+            fail=cast(Literal["closed", "open"], config.limits_fail),
+        )
+        self._shared_cache: SharedCacheLevel | None = None
         self._cache = self._make_cache()
         self._pool(DEFAULT_POOL, None, "")
         self._supervisor: Supervisor | None = None
@@ -252,6 +270,11 @@ class Runtime:
     def cache(self) -> TieredCache:
         """The cache of the handlers' results (memory, over disk with ``cache_dir``)."""
         return self._cache
+
+    @property
+    def backend(self) -> Backend:
+        """Where the shared parts live (``config.backend``): this process, or a Redis server."""
+        return self._backend
 
     @property
     def pools(self) -> Mapping[str, WorkerPool]:
@@ -303,8 +326,11 @@ class Runtime:
         if self._supervisor is not None:
             metrics.add_supervisor(self._supervisor)
         for name, core in self._handlers.items():
-            if core.rate_limiter is not None:
-                metrics.add_limiter(core.rate_limiter, f"{name}.rate")
+            limiter = core.rate_limiter
+            if isinstance(limiter, RateLimiter):
+                metrics.add_limiter(limiter, f"{name}.rate")
+            elif limiter is not None:
+                metrics.add_source(f"{name}.rate", functools.partial(_readings, limiter))
         metrics.add_source("handlers", self._handler_readings)
         if self._lag_monitor is not None and not self._lag_monitor.running:
             self._lag_monitor.start()
@@ -330,13 +356,17 @@ class Runtime:
             policy=cast(PolicyName, config.cache_policy),
             clock=self._clock,
         )
-        if config.cache_dir is None:
-            return TieredCache(memory, clock=self._clock)
-        disk = DiskCache(config.cache_dir, max_bytes=config.cache_max_bytes)
+        levels: list[Any] = [memory]
+        if config.cache_dir is not None:
+            levels.append(DiskCache(config.cache_dir, max_bytes=config.cache_max_bytes))
+        shared = self._shared_cache = self._backend.cache_level()
+        if shared is not None:
+            # Last: a shared level answers slower than this machine's disk.
+            levels.append(shared)
         write: Literal["behind", "through"] = (
             "behind" if config.cache_write == "behind" else "through"
         )
-        return TieredCache(memory, disk, clock=self._clock, write=write)
+        return TieredCache(*levels, clock=self._clock, write=write)
 
     def _pool(self, name: str, concurrency: int | None, handler: str) -> WorkerPool:
         """The pool ``name``, made now if it does not exist (sized by ``concurrency``)."""
@@ -425,7 +455,7 @@ class Runtime:
         cache_ttl: float | None = None,
         cache_key: Callable[..., Any] | None = None,
         cache_namespace: str | None = None,
-        rate: str | RateLimiter | None = None,
+        rate: str | RateLimiter | RateLimiterBackend | None = None,
         burst: int = 1,
         retries: int = 0,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
@@ -433,6 +463,7 @@ class Runtime:
         pool: str | None = None,
         deadline: float | None = None,
         admission_timeout: float | None = None,
+        global_concurrency: int | None = None,
     ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Handler[P, R]]: ...
 
     def handler(
@@ -447,7 +478,7 @@ class Runtime:
         cache_ttl: float | None = None,
         cache_key: Callable[..., Any] | None = None,
         cache_namespace: str | None = None,
-        rate: str | RateLimiter | None = None,
+        rate: str | RateLimiter | RateLimiterBackend | None = None,
         burst: int = 1,
         retries: int = 0,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
@@ -455,6 +486,7 @@ class Runtime:
         pool: str | None = None,
         deadline: float | None = None,
         admission_timeout: float | None = None,
+        global_concurrency: int | None = None,
     ) -> Handler[P, R] | Callable[[Callable[P, Coroutine[Any, Any, R]]], Handler[P, R]]:
         """Run an ``async def`` through this runtime; used as ``@runtime.handler(...)``.
 
@@ -479,7 +511,9 @@ class Runtime:
                 :func:`~asyncperf.cache.cached` builds them; every argument must
                 then be hashable, and for a disk cache storable as a key).
             rate: a rate limit, ``"300/min"``, ``"5/s"``, ``"100/h"``, or a
-                :class:`~asyncperf.RateLimiter` to share one limit between handlers.
+                :class:`~asyncperf.RateLimiter` to share one limit between handlers
+                (or any :class:`~asyncperf.abc.RateLimiterBackend`). A text rate on
+                a Redis backend is one limit for every process of the namespace.
             burst: calls the rate limit admits at once after a quiet spell (with a text rate).
             retries: extra attempts after a ``retry_on`` error; each attempt
                 goes through admission again, after a :class:`~asyncperf.Backoff` delay.
@@ -498,6 +532,11 @@ class Runtime:
                 handler's name). Handlers given the same namespace (and the same
                 key for the same call) share cached results, e.g. one function
                 registered at several priorities.
+            global_concurrency: at most this many bodies of the handler run at
+                once, over every process sharing the runtime's ``backend`` (in
+                this process alone with the local backend). A worker waits for
+                a slot before it runs the body; the handler's ``timeout``
+                bounds that wait too.
 
         Raises:
             TypeError: the function is not ``async def``, or an argument has the wrong type.
@@ -518,6 +557,7 @@ class Runtime:
             "deadline": deadline,
             "admission_timeout": admission_timeout,
             "cache_namespace": cache_namespace,
+            "global_concurrency": global_concurrency,
         }
 
         def decorate(function: Callable[P, Coroutine[Any, Any, R]]) -> Handler[P, R]:
@@ -592,15 +632,29 @@ class Runtime:
         admission = check_number("admission_timeout", admission, strict=False)
         burst = check_int("burst", settings["burst"], minimum=1)
         rate = settings["rate"]
-        limiter: RateLimiter | None
+        limiter: RateLimiter | RateLimiterBackend | None
         if rate is None:
             limiter = None
         elif isinstance(rate, RateLimiter):
             limiter = rate
         elif isinstance(rate, str):
             limiter = RateLimiter.parse(rate, burst=burst, clock=self._clock)
+            if self._backend.shared:
+                limiter = self._backend.rate_limiter(
+                    name, limiter.rate, limiter.per, limiter.burst, self._clock
+                )
+        elif isinstance(rate, RateLimiterBackend):
+            limiter = rate
         else:
-            raise TypeError(f"rate must be a str or a RateLimiter, not {type(rate).__name__}")
+            raise TypeError(
+                f"rate must be a str, a RateLimiter or a RateLimiterBackend, not "
+                f"{type(rate).__name__}"
+            )
+        global_concurrency = settings["global_concurrency"]
+        global_limit = None
+        if global_concurrency is not None:
+            check_int("global_concurrency", global_concurrency, minimum=1)
+            global_limit = self._backend.semaphore(f"handler.{name}", global_concurrency)
         pool_name = settings["pool"]
         if pool_name is not None and (not isinstance(pool_name, str) or not pool_name):
             raise TypeError(f"pool must be a non-empty str, not {pool_name!r}")
@@ -636,6 +690,7 @@ class Runtime:
             make_key=make_key,
             key_skip=key_skip,
             rate=limiter,
+            global_limit=global_limit,
             retries=retries,
             retry_on=retry_types,
             backoff=backoff,
@@ -654,6 +709,58 @@ class Runtime:
         attributes["runtime"] = self
         return cast(Handler[P, R], wrapper)
 
+    # -- queues -------------------------------------------------------------------
+
+    def queue(
+        self,
+        name: str,
+        *,
+        levels: Iterable[Level] | None = None,
+        default_priority: int | None = None,
+        lease: float = 30.0,
+        max_attempts: int = 5,
+        dedupe_ttl: float = 3600.0,
+    ) -> LeasedQueue[Any]:
+        """The leased job queue ``name`` on the runtime's backend (made on first use).
+
+        With the local backend it is a
+        :class:`~asyncperf.backends.LocalLeasedQueue` of this process; on Redis a
+        :class:`~asyncperf.backends.redis.RedisPriorityQueue` that every process
+        of the namespace shares (its items must then be JSON values), and
+        unreachable Redis raises :class:`~asyncperf.BackendUnavailable` from
+        ``put`` and ``take``, never a silent local fallback. Either way delivery
+        is at least once: a job whose lease runs out (its consumer died or
+        stalled) is delivered again, up to ``max_attempts``, then dead-lettered.
+        Consume with ``async with queue.lease() as job:`` or
+        ``await queue.consume(handler, workers=N)``. The queue is closed with the runtime.
+
+        Args:
+            name: the queue's name; the same name gives the same queue.
+            levels: its priority levels (default: three, 0 high to 2 low, unbounded).
+            default_priority: the level of a ``put`` that names none.
+            lease: seconds a taken job stays leased without renewal.
+            max_attempts: deliveries of one job before it is dead-lettered.
+            dedupe_ttl: seconds a ``dedupe_key`` is remembered.
+
+        Raises:
+            TypeError, ValueError: a bad argument (the message names it).
+            RuntimeNotRunning: the runtime has been closed.
+        """
+        if self._state is _State.CLOSED:
+            raise RuntimeNotRunning("Cannot open a queue on a runtime that has been closed.")
+        given: object = name
+        if not isinstance(given, str) or not given:
+            raise TypeError(f"name must be a non-empty str, not {given!r}")
+        return self._backend.queue(
+            name,
+            levels=levels,
+            default_priority=default_priority,
+            lease=lease,
+            max_attempts=max_attempts,
+            dedupe_ttl=dedupe_ttl,
+            clock=self._clock,
+        )
+
     # -- lifecycle ----------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
@@ -661,6 +768,8 @@ class Runtime:
 
         Raises:
             RuntimeError: the runtime was entered before (create a new one).
+            BackendUnavailable: the Redis ``backend`` cannot be reached (BackendError:
+                it refused, e.g. a wrong password).
             OSError: the dashboard's address cannot be bound (e.g. its port is taken).
             ValueError: the config has a ``[handlers.NAME]`` section for no
                 registered handler (a misspelt name would otherwise do nothing).
@@ -680,6 +789,7 @@ class Runtime:
         started: list[WorkerPool] = []
         supervising = False
         try:
+            await self._backend.start()
             await self._cache.__aenter__()
             for pool in self._pools.values():
                 await pool.__aenter__()
@@ -708,6 +818,7 @@ class Runtime:
                 await pool.aclose()
                 await pool.__aexit__(None, None, None)
             await self._cache.aclose()
+            await self._backend.aclose()
             self._closed.set()
             raise
         self._set_state(_State.RUNNING)
@@ -768,6 +879,7 @@ class Runtime:
         if self._state is _State.NEW:
             self._state = _State.CLOSED
             await self._cache.aclose()
+            await self._backend.aclose()
             await self._stop_observing()
             self._closed.set()
         if self._state is not _State.RUNNING:
@@ -813,6 +925,11 @@ class Runtime:
                         errors.append(exc)
             try:
                 await self._cache.aclose()
+            except Exception as exc:
+                errors.append(exc)
+            try:
+                # After the cache, whose shared level uses the backend's connection.
+                await self._backend.aclose()
             except Exception as exc:
                 errors.append(exc)
             # Last: the dashboard shows the drain to its end.
@@ -877,9 +994,14 @@ class Runtime:
     def statistics(self) -> RuntimeStatistics:
         """A frozen snapshot of every handler, pool, rate limiter, the cache and the supervisor."""
         rate_limiters = {
-            name: core.rate_limiter.statistics()
+            name: _limiter_statistics(core.rate_limiter)
             for name, core in self._handlers.items()
             if core.rate_limiter is not None
+        }
+        global_limits = {
+            name: core.global_limit.statistics()
+            for name, core in self._handlers.items()
+            if core.global_limit is not None
         }
         return RuntimeStatistics(
             state=self._state.value,
@@ -889,6 +1011,8 @@ class Runtime:
             ),
             pools=MappingProxyType({name: pool.statistics() for name, pool in self._pools.items()}),
             rate_limiters=MappingProxyType(rate_limiters),
+            global_limits=MappingProxyType(global_limits),
+            backend=self._backend.url,
             cache=self._cache.statistics(),
             supervisor=None if self._supervisor is None else self._supervisor.statistics(),
             shutdown=self._report,
@@ -900,6 +1024,23 @@ class Runtime:
             f"<Runtime {self._state.value}: {len(self._handlers)} handlers, "
             f"{len(self._pools)} pools, {in_flight} calls in flight>"
         )
+
+
+def _limiter_statistics(limiter: RateLimiter | RateLimiterBackend) -> Any:
+    """A rate limiter's statistics: each backend's own dataclass."""
+    return limiter.statistics() if hasattr(limiter, "statistics") else None
+
+
+def _readings(limiter: RateLimiterBackend) -> dict[str, float]:
+    """The numeric fields of a shared rate limiter's statistics (a metrics source)."""
+    stats = _limiter_statistics(limiter)
+    if stats is None:
+        return {}
+    return {
+        field.name: float(getattr(stats, field.name))
+        for field in dataclasses.fields(stats)
+        if isinstance(getattr(stats, field.name), int | float)
+    }
 
 
 def _log_report(report: ShutdownReport) -> None:

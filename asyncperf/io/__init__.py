@@ -1,0 +1,14 @@
+"""I/O optimisation: micro-batching, compression and buffered async file I/O.
+
+Small parts that the cache, the runtime and users' handlers share:
+
+- :class:`Batcher` gathers many small awaits to one upstream into batches;
+- :class:`Compressor` compresses what is stored or sent (zstd or lz4), with a
+  one-byte header so any value reads back whatever the setting is now;
+- the file helpers write atomically and read into pooled buffers through
+  aiofiles, with a bound on concurrent file operations.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
