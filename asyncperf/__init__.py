@@ -6,6 +6,8 @@ General layout (each layer imports only from the layers above it in this list):
 - ``queues``    L1  PriorityQueue (levels, drop strategies, weighted fair dequeue,
                     deadlines, CoDel, shedding), AdaptiveLimiter, RateLimiter,
                     Throttle, RetryBudget
+- ``io``        L1  Batcher (micro-batching), Compressor (zstd, lz4), FileIO (atomic
+                    writes, pooled reads, bounded file operations)
 - ``workers``   L2  WorkerPool: long-lived workers, a resizable limit, Job handles
 - ``cache``     L3  MemoryCache (eviction policies), DiskCache, TieredCache
                     (single-flight loads), @cached
@@ -28,6 +30,8 @@ from asyncperf._errors import (
     AsyncPerfError,
     BackendError,
     BackendUnavailable,
+    BatcherClosed,
+    BatchFailed,
     CacheClosed,
     CacheError,
     ClosedError,
@@ -63,6 +67,10 @@ from asyncperf.cache import (
     TieredCache,
     TieredStatistics,
     cached,
+)
+from asyncperf.io import (
+    Batcher,
+    BatcherStatistics,
 )
 from asyncperf.loop import SystemClock, available_loops, loop_name, new_event_loop, run
 from asyncperf.observability import (
@@ -160,6 +168,10 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "Backoff",
+    "BatchFailed",
+    "Batcher",
+    "BatcherClosed",
+    "BatcherStatistics",
     "BlockDetector",
     "BlockEvent",
     "Borrowed",

@@ -9,6 +9,6 @@ Small parts that the cache, the runtime and users' handlers share:
   aiofiles, with a bound on concurrent file operations.
 """
 
-from __future__ import annotations
+from asyncperf.io._batcher import Batcher, BatcherStatistics, FlushReason
 
-__all__: list[str] = []
+__all__ = ["Batcher", "BatcherStatistics", "FlushReason"]

@@ -209,6 +209,8 @@ _HANDLER_SPECS: dict[str, _Spec] = {
     "admission_timeout": _non_negative(optional=True),
     "cache_namespace": _Spec("str", optional=True),
     "global_concurrency": _int(1, optional=True),
+    "batch": _int(1, optional=True),
+    "batch_delay": _non_negative(optional=True),
 }
 
 
@@ -234,6 +236,8 @@ class HandlerSettings:
     admission_timeout: float | None = None
     cache_namespace: str | None = None
     global_concurrency: int | None = None
+    batch: int | None = None
+    batch_delay: float | None = None
 
     def __post_init__(self) -> None:
         _check_fields(self, _HANDLER_SPECS)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, Self, T
 
 from asyncperf._errors import (
     BackendUnavailable,
+    BatchFailed,
     CacheClosed,
     Dropped,
     DropReason,
@@ -21,6 +22,7 @@ from asyncperf._errors import (
     Rejected,
 )
 from asyncperf.abc import RateLimiterBackend, SemaphoreBackend
+from asyncperf.io import Batcher
 from asyncperf.queues import Backoff, RateLimiter
 from asyncperf.workers import WorkerPool
 from asyncperf.workers._stats import LatencySamples
@@ -135,6 +137,7 @@ class HandlerCore:
     __slots__ = (
         "_admission_timeout",
         "_backoff",
+        "_batcher",
         "_cache_hits",
         "_cache_ttl",
         "_calls",
@@ -189,6 +192,8 @@ class HandlerCore:
         retries: int,
         retry_on: tuple[type[BaseException], ...],
         backoff: Backoff,
+        batch_size: int | None = None,
+        batch_delay: float = 0.005,
     ) -> None:
         self._runtime = runtime
         self._fn = fn
@@ -207,6 +212,19 @@ class HandlerCore:
         self._shared_rate = None if isinstance(rate, RateLimiter) else rate
         self._rate_text = "" if rate is None else _rate_text(rate)
         self._global = global_limit
+        # A batch handler's calls (one item each) meet in the batcher; each batch
+        # it sends takes the call path below as one call of the function.
+        self._batcher: Batcher[Any, Any] | None = None
+        if batch_size is not None:
+            self._batcher = Batcher(
+                self._run_batch,
+                max_size=batch_size,
+                max_delay=batch_delay,
+                # As many batches in flight as the pool has workers: more would only queue.
+                max_concurrency=pool.max_workers,
+                clock=runtime.clock,
+                name=f"{name}.batch",
+            )
         self._retries = retries
         self._retry_on = retry_on
         self._backoff = backoff
@@ -237,6 +255,11 @@ class HandlerCore:
     @property
     def rate_limiter(self) -> RateLimiter | RateLimiterBackend | None:
         return self._rate if self._rate is not None else self._shared_rate
+
+    @property
+    def batcher(self) -> Batcher[Any, Any] | None:
+        """The batcher of a ``batch=`` handler (None for the others)."""
+        return self._batcher
 
     @property
     def global_limit(self) -> SemaphoreBackend | None:
@@ -303,10 +326,21 @@ class HandlerCore:
     ) -> Any:
         """The first attempt and the retries: a ``retry_on`` error waits the backoff and retries."""
         record.loaded = True
+        if self._batcher is not None:
+            return await self._batcher.submit(args[0])
+        return await self._retried_attempts(args, kwargs, record, flushing=False)
+
+    async def _run_batch(self, items: list[Any]) -> Any:
+        """One batch of a ``batch=`` handler: one call of the function with the items."""
+        return await self._retried_attempts((items,), {}, _CallRecord(), flushing=True)
+
+    async def _retried_attempts(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], record: _CallRecord, *, flushing: bool
+    ) -> Any:
         attempt = 1
         while True:
             try:
-                return await self._attempt(args, kwargs, record)
+                return await self._attempt(args, kwargs, record, flushing=flushing)
             except self._retry_on as exc:
                 if (
                     attempt > self._retries
@@ -321,11 +355,21 @@ class HandlerCore:
             attempt += 1
 
     async def _attempt(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], record: _CallRecord
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        record: _CallRecord,
+        *,
+        flushing: bool = False,
     ) -> Any:
-        """One attempt: admission (rate limit, room in the queue), the job, its outcome."""
+        """One attempt: admission (rate limit, room in the queue), the job, its outcome.
+
+        ``flushing``: a batch of calls accepted earlier, which the drain still runs.
+        """
         runtime = self._runtime
-        if not runtime._accepting:  # a retry, or a cache load, that outlived the runtime
+        # A retry, or a cache load, that outlived the runtime (batches of accepted
+        # calls are flushed while the runtime drains).
+        if not runtime._accepting and not (flushing and runtime._is_draining()):
             raise runtime._shutdown_rejection(self.name, self._priority)
         budget = self._admission_timeout
         if self._rate is not None:
@@ -504,6 +548,12 @@ class HandlerCore:
 
     def _count_error(self, exc: BaseException, own: BaseException | None) -> BaseException | None:
         """Count a call that raised; returns the exception to raise instead, if any."""
+        if isinstance(exc, BatchFailed) and isinstance(
+            exc.__cause__, Rejected | Dropped | JobTimeout
+        ):
+            # The item's batch was refused, shed or timed out as one call: count the
+            # item as that (the caller still gets BatchFailed, with the cause).
+            exc = exc.__cause__
         if exc is own:
             self._failed += 1
         elif isinstance(exc, asyncio.CancelledError):

@@ -8,7 +8,7 @@ import enum
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal, ParamSpec, Self, TypeVar, Unpack, cast, overload
@@ -19,6 +19,7 @@ from asyncperf.abc import Clock, LeasedQueue, RateLimiterBackend, SemaphoreStati
 from asyncperf.cache import DiskCache, MemoryCache, TieredCache, TieredStatistics
 from asyncperf.cache._decorator import _KeyMaker
 from asyncperf.cache._policies import PolicyName
+from asyncperf.io import BatcherStatistics
 from asyncperf.loop import SystemClock, loop_name
 from asyncperf.observability._lag import LoopLagMonitor
 from asyncperf.observability._metrics import Metrics
@@ -42,6 +43,7 @@ __all__ = ["Runtime", "RuntimeStatistics", "ShutdownReport"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 logger = logging.getLogger("asyncperf.runtime")
 
@@ -119,6 +121,7 @@ class RuntimeStatistics:
             backend a ``RedisRateLimiterStatistics``, with ``failed_open``).
         global_limits: per handler with ``global_concurrency``, its limit's
             counters (this process's own; the limit is shared on Redis).
+        batchers: per ``batch=`` handler, its batcher's counters (batches, sizes, waits).
         backend: where the shared parts live: ``local``, or the Redis URL
             (without its password).
         cache: the tiered cache's counters, per level.
@@ -132,6 +135,7 @@ class RuntimeStatistics:
     pools: Mapping[str, PoolStatistics]
     rate_limiters: Mapping[str, Any]
     global_limits: Mapping[str, SemaphoreStatistics]
+    batchers: Mapping[str, BatcherStatistics]
     backend: str
     cache: TieredStatistics
     supervisor: SupervisorStatistics | None
@@ -330,7 +334,11 @@ class Runtime:
             if isinstance(limiter, RateLimiter):
                 metrics.add_limiter(limiter, f"{name}.rate")
             elif limiter is not None:
-                metrics.add_source(f"{name}.rate", functools.partial(_readings, limiter))
+                metrics.add_source(f"{name}.rate", functools.partial(_limiter_readings, limiter))
+            if core.batcher is not None:
+                metrics.add_source(
+                    f"{name}.batch", functools.partial(_readings, core.batcher.statistics)
+                )
         metrics.add_source("handlers", self._handler_readings)
         if self._lag_monitor is not None and not self._lag_monitor.running:
             self._lag_monitor.start()
@@ -448,6 +456,8 @@ class Runtime:
         fn: None = None,
         /,
         *,
+        batch: int,
+        batch_delay: float | None = None,
         name: str | None = None,
         priority: int = 1,
         timeout: float | None = None,
@@ -464,6 +474,34 @@ class Runtime:
         deadline: float | None = None,
         admission_timeout: float | None = None,
         global_concurrency: int | None = None,
+    ) -> Callable[
+        [Callable[[list[T]], Coroutine[Any, Any, Sequence[R | BaseException]]]], Handler[[T], R]
+    ]: ...
+
+    @overload
+    def handler(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        priority: int = 1,
+        timeout: float | None = None,
+        concurrency: int | None = None,
+        cache_ttl: float | None = None,
+        cache_key: Callable[..., Any] | None = None,
+        cache_namespace: str | None = None,
+        rate: str | RateLimiter | RateLimiterBackend | None = None,
+        burst: int = 1,
+        retries: int = 0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+        backoff: Backoff | None = None,
+        pool: str | None = None,
+        deadline: float | None = None,
+        admission_timeout: float | None = None,
+        global_concurrency: int | None = None,
+        batch: None = None,
+        batch_delay: None = None,
     ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Handler[P, R]]: ...
 
     def handler(
@@ -487,7 +525,9 @@ class Runtime:
         deadline: float | None = None,
         admission_timeout: float | None = None,
         global_concurrency: int | None = None,
-    ) -> Handler[P, R] | Callable[[Callable[P, Coroutine[Any, Any, R]]], Handler[P, R]]:
+        batch: int | None = None,
+        batch_delay: float | None = None,
+    ) -> Any:
         """Run an ``async def`` through this runtime; used as ``@runtime.handler(...)``.
 
         The decorated function keeps its name, docstring, signature and types;
@@ -537,6 +577,18 @@ class Runtime:
                 this process alone with the local backend). A worker waits for
                 a slot before it runs the body; the handler's ``timeout``
                 bounds that wait too.
+            batch: call the function with lists of up to this many items: it
+                takes ``list[T]`` and returns one result (or exception) per item,
+                in order, and the handler is called with one ``T`` and returns its
+                own result. Calls are gathered by an :class:`~asyncperf.Batcher`
+                (sent when full, or ``batch_delay`` after the first); each batch
+                then takes the call path above as one call (one rate token, one
+                worker, one ``timeout``, retried whole). A batch that fails as a
+                whole fails each of its items with :class:`~asyncperf.BatchFailed`,
+                chained to the cause (a ``Rejected`` or ``Dropped`` cause is
+                counted as such). With ``cache_ttl``, each item is cached on its own.
+            batch_delay: seconds the first item of a batch waits for more
+                (default 0.005; needs ``batch``).
 
         Raises:
             TypeError: the function is not ``async def``, or an argument has the wrong type.
@@ -558,9 +610,11 @@ class Runtime:
             "admission_timeout": admission_timeout,
             "cache_namespace": cache_namespace,
             "global_concurrency": global_concurrency,
+            "batch": batch,
+            "batch_delay": batch_delay,
         }
 
-        def decorate(function: Callable[P, Coroutine[Any, Any, R]]) -> Handler[P, R]:
+        def decorate(function: Callable[..., Coroutine[Any, Any, Any]]) -> Handler[..., Any]:
             return self._register(function, name, decorator_args, cache_key, retry_on, backoff)
 
         if fn is not None:
@@ -569,17 +623,19 @@ class Runtime:
 
     def _register(
         self,
-        fn: Callable[P, Coroutine[Any, Any, R]],
+        fn: Callable[..., Coroutine[Any, Any, Any]],
         name: str | None,
         arguments: dict[str, Any],
         cache_key: Callable[..., Any] | None,
         retry_on: object,
         backoff: Backoff | None,
-    ) -> Handler[P, R]:
+    ) -> Handler[..., Any]:
         if self._state is _State.CLOSED:
             raise RuntimeNotRunning("Cannot add a handler to a runtime that has been closed.")
         if not inspect.iscoroutinefunction(inspect.unwrap(fn)):
             raise TypeError(f"@runtime.handler needs an async function, not {fn!r}")
+        if arguments["batch"] is not None:
+            _check_batch_function(fn)
         given: object = name
         if given is None:
             name = getattr(fn, "__name__", None) or repr(fn)
@@ -655,6 +711,20 @@ class Runtime:
         if global_concurrency is not None:
             check_int("global_concurrency", global_concurrency, minimum=1)
             global_limit = self._backend.semaphore(f"handler.{name}", global_concurrency)
+        batch_size = settings["batch"]
+        batch_delay = settings["batch_delay"]
+        if batch_size is not None:
+            batch_size = check_int("batch", batch_size, minimum=1)
+            if arguments["batch"] is None:
+                raise ValueError(
+                    f"handlers.{name}.batch can only tune a handler declared with "
+                    "@runtime.handler(batch=...): its function must take a list"
+                )
+            batch_delay = check_number(
+                "batch_delay", 0.005 if batch_delay is None else batch_delay, strict=False
+            )
+        elif batch_delay is not None:
+            raise ValueError("batch_delay needs batch: without a batch size nothing is batched")
         pool_name = settings["pool"]
         if pool_name is not None and (not isinstance(pool_name, str) or not pool_name):
             raise TypeError(f"pool must be a non-empty str, not {pool_name!r}")
@@ -694,20 +764,28 @@ class Runtime:
             retries=retries,
             retry_on=retry_types,
             backoff=backoff,
+            batch_size=batch_size,
+            batch_delay=batch_delay,
         )
         self._handlers[name] = core
         call = core.call
+        wrapper: Callable[..., Coroutine[Any, Any, Any]]
+        if batch_size is None:
 
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            result: R = await call(args, kwargs)
-            return result
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                return await call(args, kwargs)
+
+        else:
+
+            async def wrapper(item: Any) -> Any:
+                return await call((item,), {})
 
         functools.update_wrapper(wrapper, fn)
         attributes = vars(wrapper)
         attributes["handler_name"] = name
         attributes["statistics"] = core.statistics
         attributes["runtime"] = self
-        return cast(Handler[P, R], wrapper)
+        return cast(Handler[..., Any], wrapper)
 
     # -- queues -------------------------------------------------------------------
 
@@ -906,6 +984,8 @@ class Runtime:
                 limit = self._config.drain_timeout if timeout is None else timeout
                 try:
                     async with asyncio.timeout(limit):
+                        # First the batches of accepted calls, while the pools still run them.
+                        await self._close_batchers()
                         await asyncio.gather(*(pool.drain() for pool in pools))
                     drained = True
                 except TimeoutError:
@@ -923,6 +1003,8 @@ class Runtime:
                 except Exception as exc:  # a failed pool raises its failure on exit
                     if not any(exc is seen for seen in errors):
                         errors.append(exc)
+            # Items still pending now go to closed pools: each fails, and is counted.
+            await self._close_batchers()
             try:
                 await self._cache.aclose()
             except Exception as exc:
@@ -950,6 +1032,12 @@ class Runtime:
             raise errors[0]
         return self._report
 
+    async def _close_batchers(self) -> None:
+        """Send what the batch handlers hold and wait for their batches to end."""
+        batchers = [core.batcher for core in self._handlers.values() if core.batcher is not None]
+        if batchers:
+            await asyncio.gather(*(batcher.aclose() for batcher in batchers))
+
     async def _stop_observing(self) -> None:
         """Stop the dashboard's server, the loop-lag monitor and the metrics' hooks."""
         if self._dashboard is not None:
@@ -958,6 +1046,9 @@ class Runtime:
             await self._lag_monitor.stop()
         if self._metrics is not None:
             self._metrics.close()
+
+    def _is_draining(self) -> bool:
+        return self._state is _State.DRAINING
 
     def _is_accepting(self) -> bool:
         """Whether calls are admitted now (a call, so type checkers do not pin its value)."""
@@ -1012,6 +1103,13 @@ class Runtime:
             pools=MappingProxyType({name: pool.statistics() for name, pool in self._pools.items()}),
             rate_limiters=MappingProxyType(rate_limiters),
             global_limits=MappingProxyType(global_limits),
+            batchers=MappingProxyType(
+                {
+                    name: core.batcher.statistics()
+                    for name, core in self._handlers.items()
+                    if core.batcher is not None
+                }
+            ),
             backend=self._backend.url,
             cache=self._cache.statistics(),
             supervisor=None if self._supervisor is None else self._supervisor.statistics(),
@@ -1026,14 +1124,39 @@ class Runtime:
         )
 
 
+def _check_batch_function(fn: Callable[..., Any]) -> None:
+    """A batch handler's function takes exactly one argument: the list of items."""
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # no signature to read: trust the caller
+        return
+    kind = inspect.Parameter
+    required = [
+        p
+        for p in parameters
+        if p.default is p.empty and p.kind not in (kind.VAR_POSITIONAL, kind.VAR_KEYWORD)
+    ]
+    positional = (kind.POSITIONAL_ONLY, kind.POSITIONAL_OR_KEYWORD)
+    if len(required) != 1 or required[0].kind not in positional:
+        raise TypeError(
+            f"@runtime.handler(batch=...) needs a function of one argument, the list of "
+            f"items, not {getattr(fn, '__name__', fn)!r}{inspect.signature(fn)}"
+        )
+
+
 def _limiter_statistics(limiter: RateLimiter | RateLimiterBackend) -> Any:
     """A rate limiter's statistics: each backend's own dataclass."""
     return limiter.statistics() if hasattr(limiter, "statistics") else None
 
 
-def _readings(limiter: RateLimiterBackend) -> dict[str, float]:
+def _limiter_readings(limiter: RateLimiterBackend) -> dict[str, float]:
     """The numeric fields of a shared rate limiter's statistics (a metrics source)."""
-    stats = _limiter_statistics(limiter)
+    return _readings(functools.partial(_limiter_statistics, limiter))
+
+
+def _readings(statistics: Callable[[], Any]) -> dict[str, float]:
+    """The numeric fields of a statistics dataclass, as a metrics source reads them."""
+    stats = statistics()
     if stats is None:
         return {}
     return {

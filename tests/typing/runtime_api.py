@@ -35,7 +35,14 @@ class Service:
         return url.encode()
 
 
+@runtime.handler(batch=16, batch_delay=0.002)
+async def embed(texts: list[str]) -> list[float]:
+    return [float(len(text)) for text in texts]
+
+
 async def api(service: Service) -> None:
+    assert_type(await embed("one text"), float)
+    await embed(["a list"])  # type: ignore[arg-type]
     assert_type(await complete("s1", "hello"), str)
     assert_type(await complete("s1", "hello", temperature=0.1), str)
     assert_type(await ids(3), list[int])
