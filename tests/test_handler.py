@@ -116,7 +116,11 @@ def test_decorator_without_parentheses() -> None:
         ({"deadline": 0}, ValueError, "deadline must be > 0, not 0"),
         ({"admission_timeout": -1}, ValueError, "admission_timeout must be >= 0, not -1"),
         ({"rate": "fast"}, ValueError, "cannot parse rate 'fast'"),
-        ({"rate": 5}, TypeError, "rate must be a str, a RateLimiter or a RateLimiterBackend, not int"),
+        (
+            {"rate": 5},
+            TypeError,
+            "rate must be a str, a RateLimiter or a RateLimiterBackend, not int",
+        ),
         ({"retry_on": ValueError("x")}, TypeError, "retry_on must be an exception type"),
         ({"backoff": 0.1}, TypeError, "backoff must be a Backoff, not float"),
         ({"pool": ""}, TypeError, "pool must be a non-empty str, not ''"),
