@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import random
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -144,7 +145,9 @@ def test_bad_arguments_name_the_parameter(
         return None
 
     with pytest.raises(error, match="^" + re.escape(message)):
-        runtime.handler(**kwargs)(fn)
+        # Keyword arguments typed Any match several overloads: mypy cannot pick one.
+        decorate: Callable[[Any], object] = runtime.handler(**kwargs)
+        decorate(fn)
 
 
 def test_only_async_functions_and_unique_names() -> None:
