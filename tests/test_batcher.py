@@ -670,6 +670,30 @@ async def test_cancelled_aclose_fails_every_item_instead_of_hanging(clock: Virtu
     await batcher.aclose()  # nothing left: returns at once
 
 
+@pytest.mark.virtual_time
+async def test_flush_waiting_for_an_unsent_batch_returns_when_aclose_is_cancelled(
+    clock: VirtualClock,
+) -> None:
+    """A flush() waiting for a batch that a cancelled aclose() never sent is released."""
+    upstream = Upstream(clock, hold=True)
+    batcher: Batcher[int, Result] = Batcher(
+        upstream, max_size=2, max_delay=60.0, max_concurrency=1, clock=clock, name="b"
+    )
+    futures = [batcher.submit_nowait(i) for i in range(3)]
+    await wait_until(lambda: upstream.running == 1)
+    flushing = asyncio.create_task(batcher.flush())  # waits for the running and the unsent batch
+    await wait_until(lambda: batcher.statistics().pending == 1)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1.0):
+            await batcher.aclose()
+    async with asyncio.timeout(1.0):  # virtual: only fails if flush() never returns
+        await flushing
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert all(isinstance(result, BatchFailed) for result in results)
+    assert batcher.statistics().outstanding == 0
+    await batcher.flush()  # closed and empty: returns at once
+
+
 # -- statistics and real loops ------------------------------------------------------------------
 
 

@@ -572,6 +572,11 @@ class Batcher(Generic[T, R]):
                 task.get_loop().call_exception_handler(
                     {"message": f"batcher {self._name!r}: batch task failed", "exception": error}
                 )
+        self._wake_ended_waiters()
+        self._pump()
+
+    def _wake_ended_waiters(self) -> None:
+        """Release the flush() and aclose() calls whose batches have all ended."""
         lowest = self._lowest_unfinished()
         still: list[tuple[int, asyncio.Future[None]]] = []
         for target, waiter in self._ended_waiters:
@@ -582,7 +587,6 @@ class Batcher(Generic[T, R]):
             else:
                 still.append((target, waiter))
         self._ended_waiters = still
-        self._pump()
 
     def _lowest_unfinished(self) -> int:
         # Sequence numbers are inserted in increasing order, so the first key is the lowest.
@@ -657,6 +661,10 @@ class Batcher(Generic[T, R]):
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+            # flush() calls counted these items as the next batch (see _target): that
+            # batch has now ended, unsent, and must not keep them waiting for it.
+            self._next_sequence += 1
+            self._wake_ended_waiters()
         tasks = list(self._running.values())
         for task in tasks:
             task.cancel(msg=f"batcher {self._name!r}: aclose() was cancelled")
