@@ -71,6 +71,11 @@ from asyncperf.cache import (
 from asyncperf.io import (
     Batcher,
     BatcherStatistics,
+    CompressionStatistics,
+    Compressor,
+    FileIO,
+    FileIOStatistics,
+    train_dictionary,
 )
 from asyncperf.loop import SystemClock, available_loops, loop_name, new_event_loop, run
 from asyncperf.observability import (
@@ -187,6 +192,8 @@ __all__ = [
     "CapacityChange",
     "ClosedError",
     "CoDel",
+    "CompressionStatistics",
+    "Compressor",
     "DashboardServer",
     "DiskCache",
     "DropReason",
@@ -194,6 +201,8 @@ __all__ = [
     "Dropped",
     "ErrorPolicy",
     "EvictionReason",
+    "FileIO",
+    "FileIOStatistics",
     "GcMonitor",
     "GcStatistics",
     "Handler",
@@ -276,6 +285,7 @@ __all__ = [
     "profile",
     "rss_bytes",
     "run",
+    "train_dictionary",
 ]
 
 

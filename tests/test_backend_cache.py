@@ -387,7 +387,7 @@ async def test_a_dropped_listener_bypasses_the_near_cache_until_it_is_back(
         before = await _command_calls(admin)
         for _ in range(3):
             assert (await level.get_entry("k")) == ("v", None)  # each one from Redis
-        assert await _command_calls(admin) - before == 3 * 4  # MULTI, GET, PTTL, EXEC
+        assert await _command_calls(admin) - before == 3 * 4  # MULTI, MGET, PTTL, EXEC
         assert level.redis_statistics().near_entries == 0  # bypassed: nothing kept
         await admin.config_set("requirepass", password)
         assert await level.wait_tracking(10.0)
@@ -602,3 +602,262 @@ async def test_closing_ends_loads_and_waits_in_flight(redis_url: str) -> None:
         admin = connect(redis_url)
         assert not await admin.exists(lock)  # the cancelled holder released its lock
         await admin.aclose()
+
+
+# -- Redis: single-key calls of concurrent tasks travel in batches -------------------------
+
+
+def _rkey(key: Any, namespace: str = "cache") -> bytes:
+    return key_join(namespace, "v").encode() + b":" + encode_key(key)
+
+
+async def _calls_of(admin: redis_asyncio.Redis, *commands: str) -> dict[str, int]:
+    """How many times the server has run each of ``commands`` (INFO commandstats)."""
+    stats = await admin.info("commandstats")
+    return {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in commands}
+
+
+async def test_concurrent_gets_share_one_round_trip(redis_url: str) -> None:
+    admin = connect(redis_url)
+    async with RedisCacheLevel(redis_url) as level:
+        assert await level.set_many([(i, {"n": i}, 60.0) for i in range(100)]) == 100
+        before = await _calls_of(admin, "exec", "mget", "pttl", "get")
+        entries = await asyncio.gather(*(level.get_entry(i) for i in range(100)))
+        after = await _calls_of(admin, "exec", "mget", "pttl", "get")
+        for key, entry in enumerate(entries):
+            assert entry is not None
+            assert entry.value == {"n": key}
+            assert entry.ttl is not None
+            assert 0.0 < entry.ttl <= 60.0
+        stats = level.redis_statistics()
+        # One pass of the loop, one batch: one MULTI/EXEC of one MGET and 100 PTTLs
+        # (one at a time it was 100 transactions).
+        assert (stats.read_batches, stats.batched_reads) == (1, 100)
+        assert after["exec"] - before["exec"] == 1
+        assert after["mget"] - before["mget"] == 1
+        assert after["pttl"] - before["pttl"] == 100
+        assert after["get"] == before["get"]
+        assert (level.statistics().hits, level.statistics().misses) == (100, 0)
+        # A lone get is a batch of one.
+        assert await level.get_entry("absent") is None
+        stats = level.redis_statistics()
+        assert (stats.read_batches, stats.batched_reads) == (2, 101)
+        assert level.statistics().misses == 1
+    await admin.aclose()
+
+
+async def test_concurrent_gets_of_one_key_are_sent_once_and_decoded_per_caller(
+    redis_url: str,
+) -> None:
+    admin = connect(redis_url)
+    async with RedisCacheLevel(redis_url) as level:
+        assert await level.set("hot", [1, 2, 3])
+        before = await _calls_of(admin, "pttl")
+        entries = await asyncio.gather(*(level.get_entry("hot") for _ in range(20)))
+        assert await _calls_of(admin, "pttl") == {"pttl": before["pttl"] + 1}
+        values = [entry.value for entry in entries if entry is not None]
+        assert values == [[1, 2, 3]] * 20
+        # Each caller decoded its own copy: mutating one does not change another.
+        assert len({id(value) for value in values}) == 20
+        reads = level.batcher_statistics()["reads"]
+        assert (reads.submitted, reads.items, reads.deduplicated) == (20, 1, 19)
+        assert level.statistics().hits == 20  # counted per call
+    await admin.aclose()
+
+
+async def test_concurrent_sets_share_one_pipeline_and_the_last_value_wins(
+    redis_url: str,
+) -> None:
+    admin = connect(redis_url)
+    async with RedisCacheLevel(redis_url) as level:
+        before = await _calls_of(admin, "set")
+        stored = await asyncio.gather(
+            *(level.set(i, f"v{i}", ttl=60.0) for i in range(100)),
+            *(level.set("same", attempt) for attempt in range(3)),  # in arrival order
+        )
+        assert stored == [True] * 103
+        assert await _calls_of(admin, "set") == {"set": before["set"] + 103}
+        stats = level.redis_statistics()
+        assert (stats.write_batches, stats.batched_writes) == (1, 103)
+        assert level.statistics().sets == 103
+        found = await level.get_many([*range(100), "same"])
+        assert {key: entry.value for key, entry in found.items() if key != "same"} == {
+            i: f"v{i}" for i in range(100)
+        }
+        assert found["same"] == (2, None)
+        entries = await asyncio.gather(*(level.get_entry(i) for i in range(100)))
+        assert [entry.value for entry in entries if entry is not None] == [
+            f"v{i}" for i in range(100)
+        ]
+        assert level.redis_statistics().read_batches == 1
+    await admin.aclose()
+
+
+async def test_a_damaged_or_foreign_value_spoils_only_its_own_key(redis_url: str) -> None:
+    admin = connect(redis_url)
+    async with RedisCacheLevel(redis_url, hmac_key=b"secret") as level:
+        assert await level.set_many([(i, i, None) for i in range(10)]) == 10
+        stored = await admin.get(_rkey(3))
+        assert isinstance(stored, bytes)
+        await admin.set(_rkey(3), stored[:-1] + bytes([stored[-1] ^ 1]))  # bad signature
+        await admin.delete(_rkey(5))
+        await admin.hset(_rkey(5), "field", "a hash, not a string")  # another type
+        entries = await asyncio.gather(*(level.get_entry(i) for i in range(10)))
+        expected: list[int | None] = list(range(10))
+        expected[3] = expected[5] = None
+        assert [None if entry is None else entry.value for entry in entries] == expected
+        stats = level.redis_statistics()
+        assert (stats.read_batches, stats.corrupt, stats.read_errors) == (1, 1, 0)
+        assert (level.statistics().hits, level.statistics().misses) == (8, 2)
+        await eventually(lambda: _absent(admin, _rkey(3)))  # the damaged value is removed
+        assert await admin.type(_rkey(5)) == b"hash"  # not ours to remove
+    await admin.aclose()
+
+
+async def test_a_cancelled_caller_does_not_disturb_its_batch(redis_url: str) -> None:
+    admin = connect(redis_url)
+    async with RedisCacheLevel(redis_url, near_cache=32) as level:
+        await level.set_many([(i, f"v{i}", None) for i in range(10)])
+        await wait_until(
+            lambda: level.redis_statistics().invalidated_keys == 10, max_yields=NETWORK_YIELDS
+        )
+        getters = [asyncio.ensure_future(level.get_entry(i)) for i in range(10)]
+        setters = [asyncio.ensure_future(level.set(f"w{i}", i)) for i in range(5)]
+        await asyncio.sleep(0)  # every caller has submitted its key
+        getters[3].cancel()
+        setters[1].cancel()
+        done = await asyncio.gather(*getters, *setters, return_exceptions=True)
+        assert isinstance(done[3], asyncio.CancelledError)
+        assert isinstance(done[10 + 1], asyncio.CancelledError)
+        assert [entry.value for entry in done[:10] if isinstance(entry, ap.cache.CacheEntry)] == [
+            f"v{i}" for i in range(10) if i != 3
+        ]
+        assert done[10:] == [True, done[11], True, True, True]
+        reads = level.batcher_statistics()["reads"]
+        writes = level.batcher_statistics()["writes"]
+        for batcher in (reads, writes):
+            assert batcher.cancelled == 1
+            assert batcher.batches_failed == 0
+            assert batcher.outstanding == 0
+            assert batcher.submitted == batcher.succeeded
+        # The cancelled write still landed (its key stayed in the batch) and was counted.
+        assert await admin.exists(_rkey("w1")) == 1
+        assert level.statistics().sets == 10 + 5
+        # The cancelled read is not counted, and its fill ticket was returned: only
+        # the nine answered reads are kept near.
+        assert level.statistics().hits == 9
+        assert not level._fills
+        assert level.redis_statistics().near_entries == 9
+    await admin.aclose()
+
+
+async def test_an_unreachable_server_fails_every_key_of_a_batch_and_counts_each() -> None:
+    client = connect("redis://127.0.0.1:1/0", timeout=0.5)
+    level = RedisCacheLevel(client)
+    try:
+        entries = await asyncio.gather(*(level.get_entry(i) for i in range(20)))
+        assert entries == [None] * 20
+        stored = await asyncio.gather(*(level.set(i, i) for i in range(20)))
+        assert stored == [False] * 20
+        stats, redis_stats = level.statistics(), level.redis_statistics()
+        assert (stats.hits, stats.misses, stats.sets) == (0, 20, 0)
+        assert (redis_stats.read_errors, redis_stats.write_errors) == (20, 20)
+        assert (redis_stats.read_batches, redis_stats.write_batches) == (1, 1)
+        for batcher in level.batcher_statistics().values():
+            # Redis failing is an answer per key (a miss, False), not a failed batch.
+            assert (batcher.succeeded, batcher.batches_failed) == (20, 0)
+    finally:
+        await level.aclose()
+        await client.aclose()
+
+
+async def test_closing_sends_the_pending_batches_first(redis_url: str) -> None:
+    admin = connect(redis_url)
+    await admin.set(_rkey("old"), b"")  # replaced below, through the level
+    level = RedisCacheLevel(redis_url, near_cache=8)
+    assert await level.wait_tracking(10.0)
+    assert await level.set_many([(i, i, None) for i in range(10)]) == 10
+    getters = [asyncio.ensure_future(level.get_entry(i)) for i in range(10)]
+    setters = [asyncio.ensure_future(level.set(f"new{i}", i)) for i in range(3)]
+    # Queued right after the callers: aclose starts while their keys are pending (the
+    # batches go at its request, or on their own a moment later on uvloop, where the
+    # batcher's zero-delay timer runs before aclose's own tasks), and the client it
+    # closes at the end was still open for them: every caller has its true answer.
+    closing = asyncio.ensure_future(level.aclose())
+    entries = await asyncio.gather(*getters)
+    assert [entry.value for entry in entries if entry is not None] == list(range(10))
+    assert await asyncio.gather(*setters) == [True] * 3
+    await closing
+    assert level.closed
+    stats = level.redis_statistics()
+    assert (stats.read_errors, stats.write_errors) == (0, 0)
+    for batcher in level.batcher_statistics().values():
+        assert batcher.batches == 1
+        assert batcher.outstanding == batcher.pending == batcher.in_flight == 0
+    assert [await admin.exists(_rkey(f"new{i}")) for i in range(3)] == [1, 1, 1]
+    with pytest.raises(ap.CacheClosed):
+        await level.get_entry(0)
+    with pytest.raises(ap.CacheClosed):
+        await level.set(0, 0)
+    await admin.aclose()
+
+
+async def test_a_cancelled_close_fails_the_batches_in_flight() -> None:
+    # A server that accepts and never answers: the batch stays in flight until
+    # aclose is cancelled, which must end it (and its callers) rather than hang.
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = connect(f"redis://127.0.0.1:{port}/0", timeout=30.0)
+    level = RedisCacheLevel(client)
+    try:
+        getters = [asyncio.ensure_future(level.get_entry(i)) for i in range(5)]
+        setter = asyncio.ensure_future(level.set("k", 1))
+        await wait_until(
+            lambda: all(batcher.in_flight == 1 for batcher in level.batcher_statistics().values())
+        )
+        closing = asyncio.ensure_future(level.aclose())
+        await wait_until(lambda: level.closed)
+        await asyncio.sleep(0)  # aclose waits for the batches now
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        for caller in [*getters, setter]:
+            with pytest.raises(ap.CacheClosed):
+                await caller
+        for batcher in level.batcher_statistics().values():
+            assert batcher.batches_failed == 1
+            assert batcher.outstanding == batcher.in_flight == 0
+        await level.aclose()  # closed already: nothing left to do
+    finally:
+        await level.aclose()
+        await client.aclose()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_writes_redis_refuses_are_false_per_key_not_a_failed_batch(redis_url: str) -> None:
+    admin = connect(redis_url)
+    async with RedisCacheLevel(redis_url) as level:
+        await admin.config_set("maxmemory", "1")  # every write is refused now: OOM
+        try:
+            stored = await asyncio.gather(*(level.set(i, i) for i in range(5)))
+            alone = await level.set("alone", 1)
+        finally:
+            await admin.config_set("maxmemory", "0")
+        assert stored == [False] * 5
+        assert alone is False
+        stats = level.redis_statistics()
+        assert (stats.write_errors, stats.write_batches, stats.batched_writes) == (6, 2, 6)
+        assert level.statistics().sets == 0
+        # Redis answered: every key got its answer, no batch failed as a whole.
+        assert level.batcher_statistics()["writes"].batches_failed == 0
+        assert await level.set("after", 1) is True
+        assert (await level.get_entry("after")) == (1, None)
+    await admin.aclose()

@@ -5,7 +5,8 @@ Layout of a cache directory::
     index.sqlite3 (+ -wal, -shm)   one row per entry: key, size, expiry, checksum, value
     index.seq                      8 bytes: the ``seq`` of the last store (see "Presence")
     values/ab/<hash>-<token>.val   values above ``inline_threshold``, one file each
-    tmp/                           files being written, renamed into values/ when complete
+    values/ab/.<name>.<rand>.tmp   a value file being written, renamed to its name when complete
+    tmp/                           where older versions wrote value files (still cleaned up)
 
 Threads: every SQLite call runs on a thread the cache owns, never on the event
 loop. One writer thread holds the only writing connection of this instance;
@@ -15,8 +16,9 @@ IN (...)``, the writes as one transaction, and each batch comes back to the loop
 with one ``call_soon_threadsafe``. SQLite's locks (``BEGIN IMMEDIATE`` and a
 busy timeout) serialize the writers of several instances and processes.
 
-Crash safety: a value file is written under tmp/, closed, renamed into values/,
-and only then is its row committed; a replaced file is deleted after the commit
+Crash safety: a value file is written to a temp file beside its place, closed, renamed
+into place (:meth:`asyncperf.io.FileIO.write_atomic`, at most ``file_concurrency`` at
+once), and only then is its row committed; a replaced file is deleted after the commit
 that replaced it. A reader therefore finds either the old complete value or the
 new one. With ``sync=False`` (the default) this holds when the process dies;
 ``sync=True`` adds fsync of files and directories and ``synchronous=FULL`` so it
@@ -73,9 +75,6 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any, Final, Literal, Self
 
-import aiofiles
-import aiofiles.os
-
 from asyncperf._errors import CacheClosed, CacheError, UnsafeCacheDirectory
 from asyncperf._validate import check_int, check_number
 from asyncperf.cache._base import (
@@ -94,11 +93,14 @@ from asyncperf.cache._presence import (
 )
 from asyncperf.cache._serializers import (
     Codec,
+    Compression,
     PickleSerializer,
     Serializer,
     SerializerName,
     make_serializer,
 )
+from asyncperf.io._compress import MissingDictionary
+from asyncperf.io._files import FileIO
 
 __all__ = ["DiskCache", "EvictionName", "encode_key"]
 
@@ -270,7 +272,9 @@ class _Op:
     hash: bytes = b""
     key: bytes = b""
     value: bytes | None = None
-    #: Absolute path of the complete temp file to rename into values/ (file-backed sets).
+    #: Absolute path of a value file already complete in its place under values/ whose
+    #: row is not committed yet (file-backed sets; DISCARD: the file to remove). Whoever
+    #: fails or drops the op removes the file.
     tmp: str | None = None
     #: Path relative to values/ of the value file (file-backed sets; CORRUPT: the row's).
     filename: str | None = None
@@ -338,18 +342,6 @@ def _copy_error(error: CacheError) -> CacheError:
 
 def _result(op: _Op, value: Any, exc: BaseException | None = None) -> Delivery:
     return (op.fut, value, exc)
-
-
-def _fsync_directory(path: Path) -> None:
-    """Make a rename in ``path`` durable (where directories can be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # Windows cannot open a directory; its renames are journaled
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _meta(conn: sqlite3.Connection, name: str) -> int:
@@ -461,7 +453,6 @@ class _Store:
         self.ready = threading.Event()
         self.reads: queue.SimpleQueue[list[ReadRequest] | object] = queue.SimpleQueue()
         self.writes: queue.SimpleQueue[list[_Op] | _Stop | object] = queue.SimpleQueue()
-        self._made_dirs: set[str] = set()
         self.threads = [threading.Thread(target=self._writer_main, name="asyncperf-disk-writer")]
         self.threads += [
             threading.Thread(target=self._reader_main, name=f"asyncperf-disk-reader-{i}")
@@ -661,7 +652,7 @@ class _Store:
         """Apply ``ops`` in one transaction, then remove replaced files and deliver results."""
         results: list[Delivery] = []
         meta_ops: list[_Op] = []  # answered after the batch's writes
-        renamed: list[Path] = []  # value files moved in by this transaction
+        placed: list[str] = []  # value files this transaction's rows name (removed on rollback)
         dropped: list[str] = []  # value files whose rows this transaction removed
         evicted = dict.fromkeys(self.evictions, 0)
         sets = 0
@@ -678,17 +669,12 @@ class _Store:
             for op in ops:
                 kind = op.kind
                 if kind == _Kind.SET:
-                    try:
-                        if op.tmp is not None:
-                            assert op.filename is not None  # set together by the caller
-                            renamed.append(self._move_in(op.tmp, op.filename))
-                            op.tmp = None
-                    except OSError as exc:
-                        if op.tmp is not None:
-                            _unlink(op.tmp)  # the batch may commit: nothing else removes it
-                            op.tmp = None
-                        results.append(_result(op, None, _failure("write of a value file", exc)))
-                        continue
+                    if op.tmp is not None:
+                        # Complete in its place already (written and renamed on the loop,
+                        # fsynced with its directory when sync=True): from here on this
+                        # transaction owns the file, and removes it if it rolls back.
+                        placed.append(op.tmp)
+                        op.tmp = None
                     seq += 1
                     conn.execute(
                         _UPSERT,
@@ -761,7 +747,7 @@ class _Store:
                 elif kind == _Kind.META:
                     meta_ops.append(op)
                 elif kind == _Kind.DISCARD:
-                    assert op.tmp is not None  # DISCARD always names its temp file
+                    assert op.tmp is not None  # DISCARD always names its file
                     _unlink(op.tmp)
                     op.tmp = None
                 else:  # NOOP
@@ -787,9 +773,6 @@ class _Store:
                     # Before COMMIT, under the write lock: once the rows are visible, every
                     # reader's loop sees a seq its filter has not reached yet.
                     self.seq_file.write(seq)
-            if self.sync and renamed:
-                for directory in {path.parent for path in renamed}:
-                    _fsync_directory(directory)
             conn.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
             if conn.in_transaction:
@@ -797,7 +780,7 @@ class _Store:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass  # the failed COMMIT may have rolled back already
-            for path in renamed:
+            for path in placed:
                 _unlink(path)  # rolled back: no row names these files
             error = _failure("write", exc)
             failed: list[Delivery] = []
@@ -888,16 +871,6 @@ class _Store:
                 if filename is not None:
                     files[key_hash] = filename
         return files
-
-    def _move_in(self, tmp: str, filename: str) -> Path:
-        """Rename a complete temp file to its place under values/ (before its row commits)."""
-        final = self.values / filename
-        parent = final.parent
-        if parent.name not in self._made_dirs:
-            parent.mkdir(mode=0o700, exist_ok=True)
-            self._made_dirs.add(parent.name)
-        os.replace(tmp, final)
-        return final
 
     def _remove_expired(
         self, conn: sqlite3.Connection, limit: int | None, dropped: list[str]
@@ -1081,6 +1054,10 @@ class _Store:
             return _corrupt(row)
         try:
             return self.serializer.loads(self.codec.decode(stored))
+        except MissingDictionary:
+            # Sound bytes compressed with a dictionary this cache was not given (another
+            # process sharing the directory has it): a miss here, left for that process.
+            return MISS
         except Exception:
             # Checksummed bytes that do not load: written by another serializer or a
             # changed class. The entry is useless to this cache either way.
@@ -1160,19 +1137,23 @@ class _Lane:
             self.store.writes.put(batch)
 
 
-_fsync = aiofiles.os.wrap(os.fsync)
+async def _write_value_file(
+    files: FileIO, made: set[str], values: Path, filename: str, stored: bytes, *, sync: bool
+) -> None:
+    """Put ``stored`` in place as ``values/filename`` atomically (fsynced when ``sync``).
 
-
-async def _write_temp(path: str, stored: bytes, *, sync: bool) -> None:
-    async with aiofiles.open(path, "xb") as file:
-        await file.write(stored)
-        if sync:
-            await file.flush()
-            await _fsync(file.fileno())
+    Its subdirectory is made on the first write to it by this cache: a thread hop
+    saved on every later one.
+    """
+    subdir = filename.partition("/")[0]
+    if subdir not in made:
+        await files.mkdir(values / subdir, mode=0o700, exist_ok=True)
+        made.add(subdir)
+    await files.write_atomic(values / filename, stored, fsync=sync, mode=0o600)
 
 
 def _discarder(store: _Store, path: str) -> Callable[[asyncio.Future[None]], None]:
-    """A done callback that has the writer thread remove an unused temp file."""
+    """A done callback that has the writer thread remove a value file nobody will commit."""
 
     def discard(task: asyncio.Future[None]) -> None:
         if not task.cancelled():
@@ -1188,7 +1169,8 @@ class DiskCache:
     An SQLite database in WAL mode indexes the entries; values of up to
     ``inline_threshold`` bytes (as stored: serialized, maybe compressed) live
     in its rows, larger ones in files written through aiofiles to a temporary
-    name and renamed into place before their row commits, so a reader (or a
+    name and renamed into place before their row commits (at most
+    ``file_concurrency`` file operations at once), so a reader (or a
     process restarted after a crash) sees the old value or the new one, never
     a torn one. Every stored value carries a checksum of its bytes (an
     HMAC-SHA256 when ``hmac_key`` is given): a damaged entry reads as a miss, is
@@ -1239,9 +1221,16 @@ class DiskCache:
         max_bytes: the bound on stored bytes; an entry larger than it is refused.
         serializer: ``"pickle"``, ``"json"``, ``"msgpack"`` or a Serializer object.
         hmac_key: sign and verify every value with HMAC-SHA256 under this key.
-        compress_threshold: zstd-compress serialized values above this many bytes
-            (None: never). Values stored under any setting read back under any other.
-        compress_level: the zstd level (1-22).
+        compression: ``"zstd"`` or ``"lz4"`` (serialized values above ``compress_threshold``
+            bytes, default 256, are compressed), a :class:`~asyncperf.io.Compressor`
+            (for a zstd dictionary, or to read its ``statistics()``; leave
+            ``compress_threshold`` and ``compress_level`` out), or None: zstd when
+            ``compress_threshold`` is set, else no compression (the default). Values
+            stored under any setting read back under any other (a dictionary-compressed
+            value needs its dictionary, in the Compressor's ``dictionaries``).
+        compress_threshold: compress serialized values above this many bytes (with
+            ``compression=None``: zstd, and None means never).
+        compress_level: the codec's level (zstd 1-22, default 3; lz4 0-16, default 0).
         inline_threshold: stored values above this many bytes go to their own file.
         eviction: ``"lrs"`` (least recently stored) or ``"lru"`` (least recently used).
         default_ttl: seconds an entry lives when ``set`` gives no ``ttl`` (None: forever).
@@ -1257,6 +1246,8 @@ class DiskCache:
         page_cache: bytes of SQLite page cache per connection (the writer and each
             reader have one). Small by default: the operating system caches the
             file as well, and the hot entries live in the memory level above.
+        file_concurrency: value files written at once (each holds an executor thread
+            while it runs); more wait on the event loop, in order.
 
     Raises:
         UnsafeCacheDirectory: pickle without ``hmac_key`` in a directory another user
@@ -1272,8 +1263,9 @@ class DiskCache:
         max_bytes: int = 1 << 30,
         serializer: SerializerName | Serializer = "pickle",
         hmac_key: bytes | None = None,
+        compression: Compression = None,
         compress_threshold: int | None = None,
-        compress_level: int = 3,
+        compress_level: int | None = None,
         inline_threshold: int = 32_768,
         eviction: EvictionName = "lrs",
         default_ttl: float | None = None,
@@ -1283,6 +1275,7 @@ class DiskCache:
         presence_filter: bool = True,
         presence_refresh: float = 1.0,
         page_cache: int = 512 * 1024,
+        file_concurrency: int = 8,
     ) -> None:
         # Set first: __del__ runs even when this constructor raises.
         self._store: _Store | None = None
@@ -1294,7 +1287,7 @@ class DiskCache:
                 f"directory must be a str or a path, not {type(directory).__name__}"
             ) from None
         max_bytes = check_int("max_bytes", max_bytes, minimum=1)
-        codec = Codec(compress_threshold, compress_level)
+        codec = Codec(compress_threshold, compress_level, compression=compression)
         self._inline_threshold = check_int("inline_threshold", inline_threshold, minimum=0)
         if eviction not in ("lrs", "lru"):
             raise ValueError(f"eviction must be 'lrs' or 'lru', not {eviction!r}")
@@ -1315,6 +1308,7 @@ class DiskCache:
             "presence_refresh", presence_refresh, minimum=0.0, strict=False
         )
         page_cache = check_int("page_cache", page_cache, minimum=64 * 1024)
+        files = FileIO(check_int("file_concurrency", file_concurrency, minimum=1))
         if hmac_key is not None:
             if not isinstance(hmac_key, bytes):
                 raise TypeError(f"hmac_key must be bytes, not {type(hmac_key).__name__}")
@@ -1337,6 +1331,9 @@ class DiskCache:
         self._lane: _Lane | None = None
         self._closing: asyncio.Future[None] | None = None
         self._file_writes: set[asyncio.Future[None]] = set()
+        self._files = files
+        #: Subdirectories of values/ this cache has made (or found) already.
+        self._value_dirs: set[str] = set()
         self._presence = Presence(time()) if presence_filter else None
         self._store = _Store(
             path,
@@ -1489,27 +1486,31 @@ class DiskCache:
         return op
 
     async def _write_file(self, op: _Op, stored: bytes) -> None:
-        """Write ``stored`` to a new temp file; the writer renames it when it commits the row."""
+        """Put ``stored`` in place as a new value file; the writer then commits its row."""
         store = self._live()
         name = op.hash.hex()
-        token = os.urandom(8).hex()
-        tmp = os.path.join(store.tmp, f"{name}-{token}.tmp")
+        filename = f"{name[:2]}/{name}-{os.urandom(8).hex()}.val"
+        path = str(store.values / filename)
         # Its own task, owned by the cache (aclose waits for it): a cancelled caller
-        # cannot stop a thread that is creating the file, so the file is removed
-        # once the write has settled rather than while it may still appear.
-        writing = asyncio.ensure_future(_write_temp(tmp, stored, sync=store.sync))
+        # cannot stop a thread that is writing the file, so a file put in place for
+        # nobody is removed once the write has settled rather than while it may appear.
+        writing = asyncio.ensure_future(
+            _write_value_file(
+                self._files, self._value_dirs, store.values, filename, stored, sync=store.sync
+            )
+        )
         self._file_writes.add(writing)
         writing.add_done_callback(self._file_writes.discard)
         try:
             await asyncio.shield(writing)
         except BaseException as exc:
             # Cancelled or failed before the writer saw it: nothing is stored.
-            writing.add_done_callback(_discarder(store, tmp))
+            writing.add_done_callback(_discarder(store, path))
             if isinstance(exc, OSError):
                 raise _failure("write of a value file", exc) from exc
             raise
-        op.tmp = tmp
-        op.filename = f"{name[:2]}/{name}-{token}.val"
+        op.tmp = path
+        op.filename = filename
 
     async def _refuse(self, key_hash: bytes) -> bool:
         # The caller meant to replace the key's value: a read must not return the older one.
@@ -1760,7 +1761,7 @@ class DiskCache:
             self._closing = asyncio.get_running_loop().create_future()
             try:
                 if self._file_writes:
-                    # Let the temp files of cancelled sets settle, so the writer removes them
+                    # Let the value files of cancelled sets settle, so the writer removes them
                     # (wait, not gather: cancelling this call must not cancel a write midway).
                     await asyncio.wait(list(self._file_writes))
             finally:

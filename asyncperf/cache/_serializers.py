@@ -7,28 +7,41 @@ stored bytes cannot be tampered with, see :class:`~asyncperf.cache.DiskCache`),
 back as lists) and ``"msgpack"`` (as JSON plus bytes). Users pass their own
 object with ``dumps``, ``loads`` and ``name`` for anything else.
 
-:class:`Codec` adds the one-byte header every stored value starts with, so raw
-and zstd-compressed values can be told apart: a cache reads values written
-under any compression setting, whatever its own is.
+:class:`Codec` is how a cache's compression arguments become a
+:class:`~asyncperf.io.Compressor`, which adds the one-byte header every stored
+value starts with (raw, zstd, lz4, zstd with a dictionary): a cache reads
+values written under any compression setting, whatever its own is.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
-import threading
-from typing import Any, Final, Literal, Protocol, runtime_checkable
+from typing import Any, Final, Literal, Protocol, TypeAlias, runtime_checkable
 
 import msgpack  # type: ignore[import-untyped]
-import zstandard
 
 from asyncperf._validate import check_int
+from asyncperf.io._compress import (
+    DEFAULT_THRESHOLD,
+    LEVELS,
+    LZ4,
+    RAW,
+    ZSTD,
+    ZSTD_DICT,
+    Compressor,
+    CorruptValue,
+    check_level,
+)
 
 __all__ = [
+    "LZ4",
     "RAW",
     "SERIALIZERS",
     "ZSTD",
+    "ZSTD_DICT",
     "Codec",
+    "Compression",
     "CorruptValue",
     "JsonSerializer",
     "MsgpackSerializer",
@@ -39,15 +52,11 @@ __all__ = [
 ]
 
 SerializerName = Literal["pickle", "json", "msgpack"]
+#: A cache's ``compression`` argument: a codec by name, a Compressor, or None (see Codec).
+Compression: TypeAlias = Literal["zstd", "lz4"] | Compressor | None
 
-#: First byte of a stored value: the payload follows as the serializer wrote it.
-RAW: Final = 0x00
-#: First byte of a stored value: the payload follows as one zstd frame.
-ZSTD: Final = 0x01
-
-
-class CorruptValue(Exception):
-    """Stored bytes that cannot be decoded (unknown header, bad zstd frame)."""
+# The header bytes (RAW, ZSTD, LZ4, ZSTD_DICT) and CorruptValue live with the Compressor
+# in asyncperf.io; they are re-exported here, where the caches have always found them.
 
 
 @runtime_checkable
@@ -153,66 +162,85 @@ def make_serializer(serializer: SerializerName | Serializer) -> Serializer:
 
 
 class Codec:
-    """Adds and removes the one-byte header, compressing payloads above a threshold.
+    """A cache's compression arguments made into the :class:`Compressor` its values go through.
 
-    ``compress_threshold=None`` stores every payload raw; otherwise a payload of
-    more than ``compress_threshold`` bytes is compressed with zstd at
-    ``compress_level``, and kept raw when compression does not make it smaller.
-    ``decode`` reads both forms whatever the settings. Safe to use from several
-    threads (zstd contexts are per thread).
+    Every stored value starts with the Compressor's one-byte header, so a cache
+    reads values written under any other setting (raw, zstd, lz4; a zstd
+    dictionary value needs its dictionary). The arguments, as DiskCache and
+    RedisCacheLevel take them:
+
+    - ``compression=None`` (the default), as before Compressor existed:
+      ``compress_threshold=None`` stores every value raw; a number compresses
+      values above that many bytes with zstd at ``compress_level`` (default 3).
+    - ``compression="zstd"`` or ``"lz4"``: that codec, above ``compress_threshold``
+      bytes (default 256) at ``compress_level`` (default: the codec's).
+    - ``compression=Compressor(...)``: that one, as configured (for a dictionary, or
+      to read its ``statistics()``); ``compress_threshold`` and ``compress_level``
+      must then be left out.
+
+    A payload is kept raw when compression does not make it smaller. Safe to
+    use from several threads (as the Compressor is).
+
+    Raises:
+        ValueError, TypeError: a bad argument (the message names it).
     """
 
-    __slots__ = ("_local", "level", "threshold")
+    __slots__ = ("compressor", "threshold")
 
-    def __init__(self, compress_threshold: int | None = None, compress_level: int = 3) -> None:
-        self.threshold = (
-            None
-            if compress_threshold is None
-            else check_int("compress_threshold", compress_threshold, minimum=0)
-        )
-        level = check_int("compress_level", compress_level)
-        if not 1 <= level <= zstandard.MAX_COMPRESSION_LEVEL:
-            raise ValueError(
-                f"compress_level must be between 1 and {zstandard.MAX_COMPRESSION_LEVEL}, "
-                f"not {level}"
+    def __init__(
+        self,
+        compress_threshold: int | None = None,
+        compress_level: int | None = None,
+        *,
+        compression: Compression = None,
+    ) -> None:
+        if isinstance(compression, Compressor):
+            if compress_threshold is not None or compress_level is not None:
+                raise ValueError(
+                    "compress_threshold and compress_level must be left out when compression "
+                    "is a Compressor (set them on the Compressor)"
+                )
+            compressor = compression
+        elif compression is None:
+            level = check_level(
+                "zstd", 3 if compress_level is None else compress_level, "compress_level"
             )
-        self.level = level
-        self._local = threading.local()
-
-    def _compressor(self) -> zstandard.ZstdCompressor:
-        compressor: zstandard.ZstdCompressor | None = getattr(self._local, "compressor", None)
-        if compressor is None:
-            compressor = self._local.compressor = zstandard.ZstdCompressor(level=self.level)
-        return compressor
-
-    def _decompressor(self) -> zstandard.ZstdDecompressor:
-        decompressor: zstandard.ZstdDecompressor | None = getattr(self._local, "decompressor", None)
-        if decompressor is None:
-            decompressor = self._local.decompressor = zstandard.ZstdDecompressor()
-        return decompressor
+            if compress_threshold is None:
+                compressor = Compressor("none")
+            else:
+                threshold = check_int("compress_threshold", compress_threshold, minimum=0)
+                compressor = Compressor("zstd", threshold=threshold, level=level)
+        else:
+            codec: object = compression  # checked here: callers may pass anything
+            if codec != "zstd" and codec != "lz4":
+                raise ValueError(
+                    f"compression must be 'zstd', 'lz4', a Compressor or None, not {codec!r}"
+                )
+            threshold = (
+                DEFAULT_THRESHOLD
+                if compress_threshold is None
+                else check_int("compress_threshold", compress_threshold, minimum=0)
+            )
+            level = (
+                LEVELS[compression][2]
+                if compress_level is None
+                else check_level(compression, compress_level, "compress_level")
+            )
+            compressor = Compressor(compression, threshold=threshold, level=level)
+        #: What encodes and decodes the stored values.
+        self.compressor = compressor
+        #: Payloads above this many bytes are compressed; None: none ever is.
+        self.threshold = compressor.threshold if compressor.compresses else None
 
     def encode(self, payload: bytes) -> bytes:
-        """The stored form of ``payload``: a header byte, then the payload or its zstd frame."""
-        if self.threshold is not None and len(payload) > self.threshold:
-            compressed = self._compressor().compress(payload)
-            if len(compressed) < len(payload):
-                return b"\x01" + compressed
-        return b"\x00" + payload
+        """The stored form of ``payload``: a header byte, then its compressed frame or itself."""
+        return self.compressor.encode(payload)
 
     def decode(self, stored: bytes) -> bytes:
-        """The payload of a stored value.
+        """The payload of a stored value, whatever codec wrote it.
 
         Raises:
-            CorruptValue: an empty value, an unknown header, or a bad zstd frame.
+            CorruptValue: an empty value, an unknown header, a bad frame, or (its
+                subclass MissingDictionary) a dictionary this cache was not given.
         """
-        if not stored:
-            raise CorruptValue("empty stored value")
-        header = stored[0]
-        if header == RAW:
-            return stored[1:]
-        if header == ZSTD:
-            try:
-                return self._decompressor().decompress(stored[1:])
-            except zstandard.ZstdError as exc:
-                raise CorruptValue(f"bad zstd frame: {exc}") from exc
-        raise CorruptValue(f"unknown header byte {header:#04x}")
+        return self.compressor.decode(stored)

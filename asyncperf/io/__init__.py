@@ -10,5 +10,37 @@ Small parts that the cache, the runtime and users' handlers share:
 """
 
 from asyncperf.io._batcher import Batcher, BatcherStatistics, FlushReason
+from asyncperf.io._compress import (
+    CodecName,
+    CompressionStatistics,
+    Compressor,
+    CorruptValue,
+    MissingDictionary,
+    train_dictionary,
+)
+from asyncperf.io._files import (
+    BufferHandle,
+    BufferSource,
+    FileBuffer,
+    FileIO,
+    FileIOStatistics,
+    FileTooLarge,
+)
 
-__all__ = ["Batcher", "BatcherStatistics", "FlushReason"]
+__all__ = [
+    "Batcher",
+    "BatcherStatistics",
+    "BufferHandle",
+    "BufferSource",
+    "CodecName",
+    "CompressionStatistics",
+    "Compressor",
+    "CorruptValue",
+    "FileBuffer",
+    "FileIO",
+    "FileIOStatistics",
+    "FileTooLarge",
+    "FlushReason",
+    "MissingDictionary",
+    "train_dictionary",
+]

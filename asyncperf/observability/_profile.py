@@ -28,7 +28,9 @@ Four sections, each optional:
   :class:`LoopLagMonitor` (how late the loop wakes a sleeping coroutine).
 
 On exit (also when the block raises) it writes ``<name>.html`` and
-``<name>.json`` to ``output_dir`` and keeps the summary in ``report``.
+``<name>.json`` to ``output_dir`` and keeps the summary in ``report``. Each file
+is written off the loop and atomically (a temp file renamed into place, through
+:class:`asyncperf.io.FileIO`), so a reader never finds half a report.
 Everything user-supplied that goes into the HTML is escaped.
 
 tracemalloc and the sampling profiler are process-wide, so one profile runs at
@@ -55,6 +57,7 @@ from types import CoroutineType, FrameType, GeneratorType, TracebackType
 from typing import Any, Final, Self
 
 from asyncperf._validate import check_int, check_number
+from asyncperf.io._files import FileIO
 from asyncperf.loop import loop_name
 from asyncperf.observability._blocking import BlockDetector, StackFrame
 from asyncperf.observability._lag import LoopLagMonitor
@@ -109,6 +112,9 @@ LAG_INTERVAL: Final = 0.05
 MAX_TASK_DUMPS: Final = 50
 #: Frames kept per task stack.
 TASK_STACK_LIMIT: Final = 30
+#: Writes the reports (and makes output_dir) off the loop. Two at once: one profile runs
+#: at a time and writes two files, so this never waits in practice; it is a ceiling.
+_REPORT_FILES: Final = FileIO(max_concurrency=2)
 
 _active: Profile | None = None  # tracemalloc and the sampler are process-wide
 
@@ -320,7 +326,7 @@ class Profile:
                 outcome = "cancelled"
             else:
                 outcome = f"error: {type(exc).__name__}: {exc}"
-            self._write(sections, ended - self._started, outcome)
+            await self._write(sections, ended - self._started, outcome)
         finally:
             _active = None
 
@@ -397,9 +403,9 @@ class Profile:
 
     # -- the files ----------------------------------------------------------------------
 
-    def _write(self, sections: dict[str, Any], duration: float, outcome: str) -> None:
+    async def _write(self, sections: dict[str, Any], duration: float, outcome: str) -> None:
         name = self.name or time.strftime("profile-%Y%m%d-%H%M%S", time.localtime())
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        await _REPORT_FILES.mkdir(self.output_dir, parents=True, exist_ok=True)
         stem, suffix = name, 1
         # Two runs in the same second (or a reused name in a loop) keep both reports.
         while (self.output_dir / f"{stem}.json").exists() or (
@@ -428,13 +434,38 @@ class Profile:
             "html_path": str(self.html_path),
             "json_path": str(self.json_path),
         }
-        self.json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        self.html_path.write_text(_render_html(report, sections["cpu_html"]), encoding="utf-8")
+        files = [
+            (self.json_path, (json.dumps(report, indent=2) + "\n").encode("utf-8")),
+            (self.html_path, _render_html(report, sections["cpu_html"]).encode("utf-8")),
+        ]
+        # Its own task: a cancellation arriving now (a second Ctrl-C, a timeout around
+        # the block) must not lose the report of the run it ended, so it is finished
+        # first and the cancellation goes on afterwards.
+        writing = asyncio.ensure_future(_write_reports(files))
+        try:
+            await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            while not writing.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait((writing,))
+            if not writing.cancelled() and writing.exception() is None:
+                self.report = report
+            raise
         self.report = report
 
     def __repr__(self) -> str:
         state = "done" if self.report is not None else ("running" if self._used else "new")
         return f"<Profile {state} sections={','.join(self.sections)} output_dir={self.output_dir}>"
+
+
+async def _write_reports(files: list[tuple[Path, bytes]]) -> None:
+    """Write each report atomically: a reader (the dashboard, a CI step) never sees half of one.
+
+    No fsync: a report lost to a power cut is made again by another run; what
+    matters is that a crash or a cancellation mid-write leaves no torn file.
+    """
+    for path, data in files:
+        await _REPORT_FILES.write_atomic(path, data, fsync=False)
 
 
 # -- CPU ------------------------------------------------------------------------------

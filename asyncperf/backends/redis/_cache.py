@@ -7,10 +7,25 @@ stacks under a ``MemoryCache`` (and a ``DiskCache``) in a
 **The level.** Values live under ``asyncperf:{namespace}:v:<key>`` (the key
 encoded with its type, as the disk cache does, so ``1`` and ``"1"`` differ),
 stored as the serializer's bytes behind the disk cache's one-byte codec header,
-signed with HMAC-SHA256 when ``hmac_key`` is given. ``get_entry`` and
-``get_many`` read the value and its ``PTTL`` in one MULTI/EXEC round trip (one
-snapshot: never the value of one write with the TTL of another); ``set_many``
-is one pipeline of ``SET ... PX``.
+signed with HMAC-SHA256 when ``hmac_key`` is given. Reads fetch the values
+with ``MGET`` and their ``PTTL`` in one MULTI/EXEC round trip (one snapshot:
+never the value of one write with the TTL of another); writes are one pipeline
+of ``SET ... PX``.
+
+**Batching.** ``get_entry`` and ``set`` are single-key calls, but what many tasks
+ask in the same pass of the event loop travels to Redis together: each goes
+through a :class:`~asyncperf.io.Batcher` (one for reads, one for writes;
+``max_delay=0``, so a batch is what arrived in one loop pass and no latency is
+added; up to 128 keys a batch, up to 4 batches in flight). A read batch is one
+MULTI/EXEC of MGET and the keys' PTTLs; concurrent reads of one key in a batch
+are sent once, and each caller decodes its own copy of the value. A write batch
+is one pipeline of ``SET ... PX`` in arrival order, so the latest value of a key
+wins. The counters stay per key (a failed batch of ten reads is ten read errors
+and ten misses); ``redis_statistics()`` shows the batches, ``batcher_statistics()``
+the batchers. A caller that is cancelled leaves its key in its batch (a write
+still lands); ``aclose`` sends what is pending and waits for the batches before
+it stops the listener, and if ``aclose`` is itself cancelled, the batches are
+cancelled and their callers get :class:`~asyncperf.CacheClosed`, never a hang.
 
 **The near cache** (``near_cache=N``): up to N decoded values in process (LRU),
 so a hit costs no round trip. It is kept fresh by Redis client-side caching:
@@ -80,24 +95,29 @@ from typing import Any, Final, Self, TypeVar
 
 import redis.asyncio as redis_asyncio
 
-from asyncperf._errors import BackendError, CacheClosed
+from asyncperf._errors import BackendError, BatcherClosed, BatchFailed, CacheClosed
 from asyncperf._validate import check_int, check_number
 from asyncperf.cache._base import MISS, CacheEntry, CacheStatistics, EvictionReason, LatencySamples
 from asyncperf.cache._disk import encode_key
 from asyncperf.cache._serializers import (
     Codec,
+    Compression,
     CorruptValue,
     PickleSerializer,
     Serializer,
     SerializerName,
     make_serializer,
 )
+from asyncperf.io._batcher import Batcher, BatcherStatistics
+from asyncperf.io._compress import MissingDictionary
 
 from ._client import connect, key_join, translate_errors
 
 __all__ = ["RedisCacheLevel", "RedisCacheStatistics"]
 
 V = TypeVar("V")
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
 
 logger = logging.getLogger("asyncperf.cache")
 
@@ -107,6 +127,18 @@ _MAC_SIZE: Final = 32
 _CLOSED: Final = "Cannot use a RedisCacheLevel that has been closed."
 #: Keys per UNLINK when clearing a namespace.
 _CLEAR_BATCH: Final = 500
+#: Keys in one batch of single-key reads or writes at most: past ~100 keys a bigger
+#: pipeline saves little per key, while it holds the server (MULTI/EXEC) longer.
+_BATCH_SIZE: Final = 128
+#: Batches of each kind in flight at once: enough to keep a connection or two busy
+#: while the next batch fills; past that, callers wait for room (backpressure).
+_BATCH_CONCURRENCY: Final = 4
+
+#: What a read batch gives each key: (the stored bytes or None, PTTL), or None when
+#: Redis failed (the caller counts its read error and misses).
+_Reply = tuple[bytes | None, int] | None
+#: One write: (redis key, stored bytes, TTL in milliseconds or None).
+_Write = tuple[bytes, bytes, int | None]
 
 # Read the value; on a miss take the lock, atomically. Returns {1, value, pttl} (found),
 # {2} (this caller holds the lock now) or {0, lock pttl} (another holder has it).
@@ -166,6 +198,13 @@ class RedisCacheStatistics:
     lock_waits: int
     lock_takeovers: int
     leases_lost: int
+    #: Round trips that carried ``get_entry`` calls, and the calls they carried
+    #: (concurrent calls for one key share a slot in their batch); the same for ``set``.
+    #: ``get_many``, ``set_many`` and single-flight are one round trip each, not counted here.
+    read_batches: int = 0
+    batched_reads: int = 0
+    write_batches: int = 0
+    batched_writes: int = 0
 
     @property
     def errors(self) -> int:
@@ -186,6 +225,11 @@ class _Fill:
         self.epoch = epoch
         self.readers = 0
         self.valid = True
+
+
+def _same_key(rkey: bytes) -> bytes:
+    """Read batches coalesce calls by their redis key."""
+    return rkey
 
 
 def _glob_escape(data: bytes) -> bytes:
@@ -223,8 +267,17 @@ class RedisCacheLevel:
         namespace: the key space of this cache; ``clear`` removes only its keys.
         serializer: ``"msgpack"``, ``"json"``, ``"pickle"`` (with ``hmac_key``) or a Serializer.
         hmac_key: sign and verify every value with HMAC-SHA256 under this key.
-        compress_threshold: zstd-compress serialized values above this many bytes
-            (None: never); values read back under any setting.
+        compression: ``"zstd"`` or ``"lz4"`` (serialized values above ``compress_threshold``
+            bytes, default 256, are compressed), a :class:`~asyncperf.io.Compressor`
+            (for a zstd dictionary, or to read its ``statistics()``; leave
+            ``compress_threshold`` and ``compress_level`` out), or None: zstd when
+            ``compress_threshold`` is set, else no compression (the default). Values
+            written under any setting, by any client, read back under any other (a
+            dictionary-compressed value needs its dictionary, in the Compressor's
+            ``dictionaries``: without it the value reads as a miss).
+        compress_threshold: compress serialized values above this many bytes (with
+            ``compression=None``: zstd, and None means never).
+        compress_level: the codec's level (zstd 1-22, default 3; lz4 0-16, default 0).
         near_cache: the near cache's bound in entries (None: no near cache).
         default_ttl: seconds an entry lives when ``set`` gives no ``ttl`` (None: forever).
         name: the level's name in statistics.
@@ -249,7 +302,9 @@ class RedisCacheLevel:
         namespace: str = "cache",
         serializer: SerializerName | Serializer = "msgpack",
         hmac_key: bytes | None = None,
+        compression: Compression = None,
         compress_threshold: int | None = None,
+        compress_level: int | None = None,
         near_cache: int | None = None,
         default_ttl: float | None = None,
         name: str = "redis",
@@ -285,7 +340,7 @@ class RedisCacheLevel:
                 "can be written by any of its clients (or use 'msgpack' or 'json')"
             )
         self._hmac_key = hmac_key
-        self._codec = Codec(compress_threshold)
+        self._codec = Codec(compress_threshold, compress_level, compression=compression)
         self._near_max = (
             None if near_cache is None else check_int("near_cache", near_cache, minimum=1)
         )
@@ -316,6 +371,26 @@ class RedisCacheLevel:
         self._read_or_lock = self._client.register_script(_READ_OR_LOCK)
         self._compare_and_delete = self._client.register_script(_COMPARE_AND_DELETE)
         self._compare_and_extend = self._client.register_script(_COMPARE_AND_EXTEND)
+
+        # Single-key calls of concurrent tasks travel together (see the module docs).
+        # max_delay=0: a batch is what arrived in one pass of the loop, with no wait.
+        # Reads are coalesced by key (every caller gets the same raw reply); writes
+        # are not: "first wins" would drop a later value, so all go, in order.
+        self._reads: Batcher[bytes, _Reply] = Batcher(
+            self._read_batch,
+            max_size=_BATCH_SIZE,
+            max_delay=0.0,
+            max_concurrency=_BATCH_CONCURRENCY,
+            key=_same_key,
+            name=f"{name}.reads",
+        )
+        self._writes: Batcher[_Write, bool] = Batcher(
+            self._write_batch,
+            max_size=_BATCH_SIZE,
+            max_delay=0.0,
+            max_concurrency=_BATCH_CONCURRENCY,
+            name=f"{name}.writes",
+        )
 
         # The near cache: redis key -> (value, monotonic deadline or None), LRU order.
         self._near: OrderedDict[bytes, tuple[Any, float | None]] = OrderedDict()
@@ -401,6 +476,10 @@ class RedisCacheLevel:
     def _entry(self, rkey: bytes, stored: bytes, pttl: int) -> CacheEntry | None:
         try:
             value = self._decode(rkey, stored)
+        except MissingDictionary:
+            # Sound bytes from a client that has the dictionary (another version, during
+            # a rollout): a miss here, but left in the shared cache for those who can read it.
+            return None
         except CorruptValue:
             self._corrupt += 1
             self._remove_corrupt(rkey, stored)
@@ -648,17 +727,12 @@ class RedisCacheLevel:
             fill = self._take_ticket(rkey)
         entry = None
         try:
-            with translate_errors("get"):
-                pipe = self._client.pipeline(transaction=True)
-                _ = pipe.get(rkey)
-                _ = pipe.pttl(rkey)
-                stored, pttl = await pipe.execute()
-            self._healthy = True
-            if stored is not None:
-                entry = self._entry(rkey, stored, pttl)
-        except BackendError as exc:
-            self._read_errors += 1
-            self._failed("get", exc)
+            reply = await self._submit(self._reads, rkey)
+            if reply is None:
+                self._read_errors += 1  # the batch failed: logged there, counted per call
+            elif reply[0] is not None:
+                # Decoded by each caller: callers coalesced on one key get their own copies.
+                entry = self._entry(rkey, reply[0], reply[1])
         finally:
             if fill is not None:
                 self._return_ticket(rkey, fill, entry)
@@ -695,16 +769,9 @@ class RedisCacheLevel:
             tickets = [self._take_ticket(rkey) for rkey in remote]
             entries: list[CacheEntry | None] = [None] * len(remote)
             try:
-                with translate_errors("get_many"):
-                    pipe = self._client.pipeline(transaction=True)
-                    _ = pipe.mget(remote)
-                    for rkey in remote:
-                        _ = pipe.pttl(rkey)
-                    stored_values, *pttls = await pipe.execute()
+                replies = await self._fetch(remote, "get_many")
                 self._healthy = True
-                for index, (rkey, stored, pttl) in enumerate(
-                    zip(remote, stored_values, pttls, strict=True)
-                ):
+                for index, (rkey, (stored, pttl)) in enumerate(zip(remote, replies, strict=True)):
                     if stored is not None:
                         entries[index] = self._entry(rkey, stored, pttl)
             except BackendError as exc:
@@ -736,16 +803,8 @@ class RedisCacheLevel:
         stored = self._encode(rkey, value)
         self._live()
         self._forget(rkey)
-        try:
-            with translate_errors("set"):
-                await self._client.set(rkey, stored, px=ttl_ms)
-        except BackendError as exc:
-            self._write_errors += 1
-            self._failed("set", exc)
-            return False
-        self._healthy = True
-        self._sets += 1
-        return True
+        # Counted (sets, write_errors) by the batch: a cancelled caller's write still lands.
+        return await self._submit(self._writes, (rkey, stored, ttl_ms))
 
     async def set_many(self, items: Iterable[tuple[Hashable, Any, float | None]]) -> int:
         """Store ``(key, value, ttl)`` items in one pipeline; how many were stored.
@@ -775,6 +834,78 @@ class RedisCacheLevel:
         count = sum(1 for result in results if result)
         self._sets += count
         return count
+
+    # -- batches of single-key calls --------------------------------------------------
+
+    async def _submit(self, batcher: Batcher[_Item, _Result], item: _Item) -> _Result:
+        """``item``'s result from its batch; CacheClosed if aclose ended the batch."""
+        try:
+            return await batcher.submit(item)
+        except (BatcherClosed, BatchFailed) as exc:
+            # The batch was cancelled by a cancelled aclose (or the batcher closed
+            # under this call). Anything else that fails a whole batch is a bug here:
+            # let it be seen.
+            if self._closed:
+                raise CacheClosed(_CLOSED) from exc
+            raise
+
+    async def _fetch(self, rkeys: list[bytes], what: str) -> list[tuple[bytes | None, int]]:
+        """The stored bytes (None: absent) and PTTL of each key, in one MULTI/EXEC.
+
+        MGET rather than GET per key: it answers nil for a key of another type
+        instead of failing the whole transaction.
+        """
+        with translate_errors(what):
+            pipe = self._client.pipeline(transaction=True)
+            _ = pipe.mget(rkeys)
+            for rkey in rkeys:
+                _ = pipe.pttl(rkey)
+            stored_values, *pttls = await pipe.execute()
+        return list(zip(stored_values, pttls, strict=True))
+
+    async def _read_batch(self, rkeys: list[bytes]) -> list[_Reply]:
+        """The read Batcher's ``process_batch``: one round trip for the batch's keys."""
+        try:
+            replies = await self._fetch(rkeys, "get")
+        except BackendError as exc:
+            # None (not the exception) for each key: its callers count the miss and the
+            # read error; a shared exception instance would gather all their tracebacks.
+            self._failed("get", exc)
+            return [None] * len(rkeys)
+        self._healthy = True
+        return list(replies)
+
+    async def _write_batch(self, writes: list[_Write]) -> list[bool]:
+        """The write Batcher's ``process_batch``: one pipeline of SET PX, in arrival order."""
+        results: list[Any]  # True per stored key; an error instance in place of a failed one
+        try:
+            with translate_errors("set"):
+                if len(writes) == 1:
+                    # A lone caller: a plain SET costs less than a pipeline of one.
+                    rkey, stored, ttl_ms = writes[0]
+                    results = [await self._client.set(rkey, stored, px=ttl_ms)]
+                else:
+                    pipe = self._client.pipeline(transaction=False)
+                    for rkey, stored, ttl_ms in writes:
+                        _ = pipe.set(rkey, stored, px=ttl_ms)
+                    # Errors per command (e.g. OOM) come back in place: they fail their
+                    # key only.
+                    results = await pipe.execute(raise_on_error=False)
+        except BackendError as exc:
+            self._write_errors += len(writes)
+            self._failed("set", exc)
+            return [False] * len(writes)
+        # An error instance is truthy: it must not count as stored.
+        outcome = [bool(result) and not isinstance(result, Exception) for result in results]
+        stored_count = sum(outcome)
+        self._sets += stored_count
+        failures = [result for result in results if isinstance(result, Exception)]
+        if failures:
+            self._write_errors += len(writes) - stored_count
+            self._failed("set", failures[0])
+        else:
+            self._healthy = True
+        return outcome
 
     async def delete(self, key: Hashable) -> bool:
         """Remove ``key``; whether it was present.
@@ -1025,7 +1156,8 @@ class RedisCacheLevel:
         )
 
     def redis_statistics(self) -> RedisCacheStatistics:
-        """The near cache, the listener, errors and single-flight counters."""
+        """The near cache, the listener, errors, single-flight and batch counters."""
+        reads, writes = self._reads.statistics(), self._writes.statistics()
         return RedisCacheStatistics(
             name=self._name,
             near_hits=self._near_hits,
@@ -1045,20 +1177,41 @@ class RedisCacheLevel:
             lock_waits=self._lock_waits,
             lock_takeovers=self._takeovers,
             leases_lost=self._leases_lost,
+            read_batches=reads.batches,
+            batched_reads=reads.submitted,
+            write_batches=writes.batches,
+            batched_writes=writes.submitted,
         )
+
+    def batcher_statistics(self) -> dict[str, BatcherStatistics]:
+        """The batchers of ``get_entry`` (``"reads"``) and ``set`` (``"writes"``)."""
+        return {"reads": self._reads.statistics(), "writes": self._writes.statistics()}
 
     @property
     def closed(self) -> bool:
         return self._closed
 
     async def aclose(self) -> None:
-        """Stop the listener, cancel loads in flight, close the client if the level made it.
+        """Finish the batches, stop the listener, cancel loads, close the client if it made it.
 
-        Idempotent; every other call afterwards raises CacheClosed.
+        Idempotent; every other call afterwards raises CacheClosed. If this call is
+        cancelled while batches are in flight, they are cancelled (their callers get
+        CacheClosed) and the rest of the shutdown still runs.
         """
         if self._closed:
             return
         self._closed = True
+        try:
+            # First, while the client and the listener still work: the pending keys are
+            # sent and the batches in flight answer their callers (new calls already
+            # raise CacheClosed). Both at once, so that a cancelled close cancels (aborts)
+            # both: gather cancels its children and waits for them to end.
+            await asyncio.gather(self._reads.aclose(), self._writes.aclose())
+        finally:
+            await self._shut_down()
+
+    async def _shut_down(self) -> None:
+        """The rest of aclose, once the batchers are closed: the listener, loads, the client."""
         # Tasks stop on flags and events rather than cancellation wherever they may be
         # inside a redis-py call: with Python 3.11's wait_for (which redis-py sends
         # through) a cancellation that lands there can be lost, and the task then hangs.
