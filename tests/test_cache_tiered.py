@@ -18,6 +18,7 @@ from asyncperf.cache._base import MISS, CacheLevel
 from asyncperf.cache._disk import DiskCache
 from asyncperf.cache._memory import MemoryCache
 from asyncperf.cache._tiered import AiocacheLevel, TieredCache, TieredStatistics
+from asyncperf.io import Batcher
 from asyncperf.testing import VirtualClock, wait_until
 from tests.cache_levels import FakeLevel, LevelFailure
 
@@ -51,9 +52,9 @@ class Loader:
         return self.value
 
 
-def writer(cache: TieredCache) -> asyncio.Task[None] | None:
-    """The tier's write-behind task (read through a call so type checkers do not pin it)."""
-    return cache._wb_task
+def batcher(cache: TieredCache) -> Batcher[Any, bool] | None:
+    """The tier's write-behind batcher (read through a call so type checkers do not pin it)."""
+    return cache._wb_batcher
 
 
 def two_levels(clock: VirtualClock | None = None, **kwargs: Any) -> tuple[FakeLevel, FakeLevel]:
@@ -438,42 +439,162 @@ async def test_write_behind_errors_are_counted_and_reported(
 
 @pytest.mark.virtual_time
 async def test_write_behind_bounds_what_it_holds(clock: VirtualClock) -> None:
-    """Past four batches pending, a write waits for a flush instead of growing the backlog."""
+    """Four batches sent (one being written, three queued behind it) and the next one full:
+    a write of a new key then waits until those are written instead of growing the backlog;
+    writes queued meanwhile keep their order, and a key already pending never waits."""
     l1, l2 = two_levels(clock)
     cache = TieredCache(
         l1, l2, write="behind", write_behind_batch=2, write_behind_delay=60.0, clock=clock
     )
     async with cache:
         l2.gate = asyncio.Event()
-        for n in range(2):  # a full batch: taken by the writer, which blocks on l2
+        for n in range(2):  # a full batch: sent at once, then blocked on l2
             await cache.set(n, n)
-        await wait_until(lambda: len(l2.ops("set_many")) == 1)
-        for n in range(2, 9):
+        await wait_until(lambda: l2.ops("set_many") == [[0, 1]])
+        for n in range(2, 10):  # three batches queued behind it, and the next one full
             await cache.set(n, n)
-        assert cache.statistics().write_behind_pending == 9
-        blocked = asyncio.create_task(cache.set(9, 9))
-        await wait_until(lambda: cache.statistics().write_behind_pending == 10)
-        await asyncio.sleep(0)
-        assert not blocked.done()
+        await cache.set(3, "3 again")  # already pending: no room needed
+        assert cache.statistics().write_behind_pending == 10
+        blocked = [asyncio.create_task(cache.set(n, n)) for n in (10, 11)]
+        await wait_until(lambda: cache.statistics().write_behind_pending == 12)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not any(task.done() for task in blocked)
+        assert l2.ops("set_many") == [[0, 1]]  # one batch written at a time
+        assert await cache.get(10) == 10  # read-your-writes while it waits
         l2.gate.set()
-        await blocked
-        assert cache.statistics().write_behind_written == 10
-        assert set(l2.data) == set(range(10))
+        assert await asyncio.gather(*blocked) == [True, True]
+        await cache.flush()
+        assert l2.ops("set_many") == [[n, n + 1] for n in range(0, 12, 2)]
+        assert l2.data[3][0] == "3 again"
+        stats = cache.statistics()
+        assert (stats.write_behind_written, stats.write_behind_pending) == (12, 0)
+        assert stats.write_behind_batches == 6
+        assert clock.now() == 0.0
 
 
-async def test_write_behind_task_starts_on_first_write() -> None:
-    """No task runs until a write-behind write needs one; a single level never needs one."""
+@pytest.mark.virtual_time
+async def test_a_writer_cancelled_while_it_waits_for_room_still_has_its_write_written(
+    clock: VirtualClock,
+) -> None:
+    """Cancelling a set that waits for room (backpressure) does not strand its write: the
+    key stays pending, is read back, and is written in its turn, even if set again."""
+    l1, l2 = two_levels(clock)
+    cache = TieredCache(
+        l1, l2, write="behind", write_behind_batch=1, write_behind_delay=60.0, clock=clock
+    )
+    async with cache:
+        l2.gate = asyncio.Event()
+        await cache.set("a", 1)  # being written, blocked on l2
+        await wait_until(lambda: l2.ops("set_many") == [["a"]])
+        for key in "bcde":  # three batches queued behind it, and the next one full
+            await cache.set(key, 1)
+        waiting = asyncio.create_task(cache.set("f", 1))
+        await wait_until(lambda: cache.statistics().write_behind_pending == 6)
+        waiting.cancel()
+        await asyncio.wait([waiting])
+        assert waiting.cancelled()
+        assert await cache.set("f", 2) is True  # pending already: does not wait
+        assert await cache.get("f") == 2
+        l2.gate.set()
+        await cache.flush()
+        assert l2.ops("set_many") == [[key] for key in "abcdef"]
+        assert l2.data["f"][0] == 2
+        assert cache.statistics().write_behind_pending == 0
+
+
+@pytest.mark.virtual_time
+async def test_a_key_set_again_while_its_batch_is_written_goes_to_the_next_batch(
+    clock: VirtualClock,
+) -> None:
+    """The batch being written keeps the value it took; the newer value is read back at
+    once and lands in the next batch, so the lower level ends with the latest value."""
+    l1, l2 = FakeLevel("l1", clock=clock, max_entries=1), FakeLevel("l2", clock=clock)
+    async with TieredCache(l1, l2, write="behind", write_behind_delay=1.0, clock=clock) as cache:
+        l2.gate = asyncio.Event()
+        await cache.set("k", "old")
+        await clock.sleep(1.0)
+        await wait_until(lambda: l2.ops("set_many") == [["k"]])
+        await cache.set("k", "new")
+        await cache.set("other", 1)  # evicts k from l1: the read must come from the tier
+        assert await cache.get("k") == "new"
+        assert cache.statistics().write_behind_pending == 3  # old (writing), new, other
+        l2.gate.set()
+        await cache.flush()
+        assert l2.ops("set_many") == [["k"], ["k", "other"]]
+        assert l2.data["k"][0] == "new"
+        stats = cache.statistics()
+        assert (stats.write_behind_written, stats.write_behind_batches) == (3, 2)
+
+
+@pytest.mark.virtual_time
+async def test_flush_writes_now_and_waits_for_the_writes_made_before_it(
+    clock: VirtualClock,
+) -> None:
+    """flush sends the pending batch without waiting for the delay, returns once it is
+    written, and is a no-op when nothing is pending (or with write-through)."""
+    l1, l2 = two_levels(clock)
+    async with TieredCache(l1, l2, write="behind", write_behind_delay=60.0, clock=clock) as cache:
+        await cache.flush()
+        await cache.set("a", 1)
+        await cache.set("b", 2)
+        l2.gate = asyncio.Event()
+        flushing = asyncio.create_task(cache.flush())
+        await wait_until(lambda: l2.ops("set_many") == [["a", "b"]])
+        assert not flushing.done()
+        l2.gate.set()
+        await flushing
+        assert set(l2.data) == {"a", "b"}
+        assert clock.now() == 0.0
+    async with TieredCache(*two_levels(clock), write="through", clock=clock) as through:
+        await through.flush()
+        assert batcher(through) is None
+
+
+@pytest.mark.virtual_time
+async def test_flush_also_writes_the_writes_waiting_for_room(clock: VirtualClock) -> None:
+    """A write waiting for room when flush is called is written before flush returns, and
+    flush sends its batch at once rather than after write_behind_delay."""
+    l1, l2 = two_levels(clock)
+    cache = TieredCache(
+        l1, l2, write="behind", write_behind_batch=2, write_behind_delay=60.0, clock=clock
+    )
+    async with cache:
+        l2.gate = asyncio.Event()
+        for n in range(10):  # one batch being written, three queued, the next one full
+            await cache.set(n, n)
+        waiting = asyncio.create_task(cache.set("last", 1))  # alone in its batch, later
+        await wait_until(lambda: cache.statistics().write_behind_pending == 11)
+        flushing = asyncio.create_task(cache.flush())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not flushing.done()
+        l2.gate.set()
+        await flushing
+        assert l2.ops("set_many")[-1] == ["last"]
+        assert cache.statistics().write_behind_pending == 0
+        assert clock.now() == 0.0
+        assert await waiting is True
+
+
+async def test_write_behind_batcher_belongs_to_the_tier() -> None:
+    """Write-behind over several levels has a batcher of the tier's settings, closed with the
+    tier; a single level, or write-through, has none."""
     async with TieredCache(FakeLevel(), write="behind") as single:
         await single.set("k", 1)
-        assert writer(single) is None
-    cache = TieredCache(*two_levels(), write="behind")
-    assert writer(cache) is None
+        assert batcher(single) is None
+        assert single.statistics().write_behind_batches == 0
+    cache = TieredCache(*two_levels(), write="behind", write_behind_batch=7)
+    owned = batcher(cache)
+    assert owned is not None
+    assert (owned.max_size, owned.max_delay, owned.max_concurrency) == (7, 0.05, 4)
     async with cache:
         await cache.set("k", 1)
-        task = writer(cache)
-        assert task is not None
-        assert not task.done()
-    assert task.done()
+        open_while_used = not owned.closed
+    assert open_while_used
+    assert owned.closed
+    assert owned.statistics().outstanding == 0
+    assert cache.statistics().write_behind_written == 1
 
 
 # -- single-flight loads ------------------------------------------------------------------
@@ -1161,12 +1282,10 @@ async def test_an_interrupted_aclose_counts_the_writes_it_dropped(
     assert "1 write-behind writes were not written" in loop_errors[0]["message"]
 
 
-@pytest.mark.allow_loop_errors
-async def test_aclose_cancelled_while_loads_end_still_stops_write_behind(
-    loop_errors: list[dict[str, Any]],
-) -> None:
-    """aclose cancelled while it waits for a cancelled load to end: the write-behind task is
-    stopped, its unwritten writes counted and reported, and the levels closed."""
+async def test_aclose_cancelled_while_loads_end_has_written_behind_already() -> None:
+    """aclose cancelled while it waits for a cancelled load to end: write-behind was flushed
+    and its batcher closed before that wait (no write can join it once the tier is
+    closed), so nothing is lost, and the levels are still closed."""
     l1, l2 = two_levels()
     cache = TieredCache(l1, l2, write="behind", write_behind_delay=60.0)
     await cache.set("k", 1)
@@ -1184,19 +1303,82 @@ async def test_aclose_cancelled_while_loads_end_still_stops_write_behind(
     loading = asyncio.create_task(cache.get_or_load("other", slow_to_cancel))
     await started.wait()
     closing = asyncio.create_task(cache.aclose())
-    await wait_until(lambda: cache.closed)
+    owned = batcher(cache)
+    assert owned is not None
+    await wait_until(lambda: owned.closed and owned.in_flight == 0)
+    assert l2.data["k"][0] == 1
     await asyncio.sleep(0)
+    assert not closing.done()  # waiting for the load's cleanup
     closing.cancel()
     await asyncio.wait([closing])
     cleanup.set()
     assert isinstance((await asyncio.gather(loading, return_exceptions=True))[0], CacheClosed)
-    task = writer(cache)
-    assert task is not None
-    assert task.done()
     assert [l1.closed, l2.closed] == [True, True]
     stats = cache.statistics()
-    assert (stats.write_behind_errors, stats.write_behind_pending) == (1, 0)
-    assert "1 write-behind writes were not written" in loop_errors[0]["message"]
+    assert (stats.write_behind_errors, stats.write_behind_pending) == (0, 0)
+    assert stats.write_behind_written == 1
+
+
+async def test_aclose_writes_the_writes_that_waited_for_room() -> None:
+    """Writes still waiting for room when the tier closes are written by aclose, after the
+    batches already queued; their writers return normally."""
+    l1, l2 = two_levels()
+    cache = TieredCache(l1, l2, write="behind", write_behind_batch=1, write_behind_delay=60.0)
+    l2.gate = asyncio.Event()
+    await cache.set("a", 1)  # being written, blocked on l2
+    await wait_until(lambda: l2.ops("set_many") == [["a"]])
+    for key in "bcde":  # three batches queued behind it, and the next one full
+        await cache.set(key, 2)
+    waiting = [asyncio.create_task(cache.set(key, 3)) for key in "fg"]
+    await wait_until(lambda: cache.statistics().write_behind_pending == 7)
+    closing = asyncio.create_task(cache.aclose())
+    await wait_until(lambda: cache.closed)
+    l2.gate.set()
+    await closing
+    assert await asyncio.gather(*waiting) == [True, True]
+    assert l2.ops("set_many") == [["a"], ["b"], ["c"], ["d"], ["e"], ["f", "g"]]
+    assert [l2.data[key][0] for key in "abcdefg"] == [1, 2, 2, 2, 2, 3, 3]
+    stats = cache.statistics()
+    assert (stats.write_behind_written, stats.write_behind_errors) == (7, 0)
+    assert stats.write_behind_pending == 0
+
+
+@pytest.mark.allow_loop_errors
+async def test_an_interrupted_aclose_counts_every_write_it_dropped(
+    loop_errors: list[dict[str, Any]],
+) -> None:
+    """aclose cancelled while a batch is written, three are queued behind it, the next one is
+    full and a write waits for room: all six writes are counted once, reported once, and
+    nothing is left pending."""
+    l1, l2 = two_levels()
+    cache = TieredCache(l1, l2, write="behind", write_behind_batch=1, write_behind_delay=60.0)
+    l2.gate = asyncio.Event()
+    await cache.set("a", 1)
+    await wait_until(lambda: l2.ops("set_many") == [["a"]])
+    for key in "bcde":
+        await cache.set(key, 2)
+    waiting = asyncio.create_task(cache.set("f", 3))
+    await wait_until(lambda: cache.statistics().write_behind_pending == 6)
+    flushing = asyncio.create_task(cache.flush())
+    closing = asyncio.create_task(cache.aclose())
+    await wait_until(lambda: cache.closed)
+    await asyncio.sleep(0)
+    closing.cancel()
+    await asyncio.wait([closing])
+    assert closing.cancelled()
+    assert await waiting is True  # queued at the top; the loss is counted, not raised
+    await flushing  # released, though the batch it waited for was never sent
+    assert l2.data == {}
+    assert [l1.closed, l2.closed] == [True, True]
+    stats = cache.statistics()
+    assert (stats.write_behind_errors, stats.write_behind_pending) == (6, 0)
+    assert stats.write_behind_written == 0
+    assert len(loop_errors) == 1
+    assert "6 write-behind writes were not written" in loop_errors[0]["message"]
+    owned = batcher(cache)
+    assert owned is not None
+    assert owned.closed
+    assert owned.statistics().outstanding == 0
 
 
 async def test_a_write_behind_set_caught_by_aclose_says_so() -> None:
@@ -1279,18 +1461,19 @@ async def test_a_loader_that_is_not_callable_is_refused() -> None:
 
 
 async def test_dropping_unflushed_writes_warns() -> None:
-    """A tier dropped with write-behind writes pending warns with ResourceWarning."""
+    """A tier dropped with write-behind writes pending warns with ResourceWarning; once
+    closed (the writes flushed), it does not."""
     cache = TieredCache(*two_levels(), write="behind", write_behind_delay=60.0)
     await cache.set("k", 1)
-    task = writer(cache)
-    assert task is not None
-    task.cancel()
-    await asyncio.wait([task])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cache.__del__()
     assert [w.category for w in caught] == [ResourceWarning]
-    cache._pending.clear()  # what the collector will see
+    await cache.aclose()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cache.__del__()
+    assert caught == []
     del cache
     gc.collect()
 

@@ -465,3 +465,38 @@ async def test_the_bench_suite_measures_what_it_says() -> None:
     for mode in (suite.OFF, suite.ON, suite.EVERY_JOB):
         assert await suite.bench_pool(WORKLOADS[1], 40, mode) > 0
     assert await suite.bench_reads(2, prometheus=True) > 0
+
+
+async def test_write_behind_batches_are_exported() -> None:
+    """A write-behind tier's batches, writes and pending count reach both outputs."""
+    tier = ap.TieredCache(
+        ap.MemoryCache(max_entries=10), ap.MemoryCache(max_entries=10), write="behind"
+    )
+    metrics = Metrics()
+    metrics.add_cache(tier, "wb")
+    try:
+        for key in ("a", "b", "c"):
+            await tier.set(key, 1)
+        await tier.flush()
+        stats = tier.statistics()
+        assert (stats.write_behind_batches, stats.write_behind_written) == (1, 3)
+        cache = metrics.snapshot()["caches"]["wb"]
+        assert (cache["write_behind_batches"], cache["write_behind_written"]) == (1, 3)
+        _families, samples = parse(metrics.prometheus_text())
+        events = {
+            event: samples[
+                (
+                    "asyncperf_cache_tier_events_total",
+                    frozenset({"cache": "wb", "event": event}.items()),
+                )
+            ]
+            for event in ("write_behind_batches", "write_behind_written", "write_behind_errors")
+        }
+        assert events == {
+            "write_behind_batches": 1.0,
+            "write_behind_written": 3.0,
+            "write_behind_errors": 0.0,
+        }
+    finally:
+        metrics.close()
+        await tier.aclose()

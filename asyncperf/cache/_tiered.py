@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 if TYPE_CHECKING:
     from aiocache.base import BaseCache
 
-from asyncperf._errors import CacheClosed
+from asyncperf._errors import CacheClosed, QueueFull
 from asyncperf._validate import check_int, check_number
 from asyncperf.abc import Cancellable, Clock
 from asyncperf.cache._base import (
@@ -41,6 +41,7 @@ from asyncperf.cache._base import (
     LatencySamples,
 )
 from asyncperf.cache._memory import MemoryCache
+from asyncperf.io._batcher import Batcher
 from asyncperf.loop import SystemClock
 
 __all__ = ["AiocacheLevel", "TieredCache", "TieredStatistics", "WriteMode"]
@@ -52,8 +53,9 @@ WriteMode = Literal["through", "behind"]
 
 _INF: Final = math.inf
 _CLOSED: Final = "Cannot use a TieredCache that has been closed."
-#: Write-behind holds at most this many batches of writes; a write beyond that
-#: waits for a flush, so a slow lower level slows writers instead of growing memory.
+#: Write-behind batches sent at most: one being written, the others queued behind it.
+#: With those and the next one full, a write of a new key waits, so a slow lower level
+#: slows writers instead of growing memory.
 _PENDING_BATCHES: Final = 4
 #: Failures remembered for negative caching at most (the oldest are forgotten first).
 _NEGATIVE_MAX: Final = 10_000
@@ -100,8 +102,12 @@ class TieredStatistics:
     write_behind_pending: int
     #: Entries write-behind stored at the lower levels (one per level written).
     write_behind_written: int
-    #: Entries of write-behind batches whose ``set_many`` raised.
+    #: Entries of write-behind batches whose ``set_many`` raised, and writes the lower
+    #: levels never got because the tier closed first (an interrupted ``aclose``, or a
+    #: ``set`` still at the top level when ``aclose`` began).
     write_behind_errors: int
+    #: Write-behind batches written (each one ``set_many`` per lower level).
+    write_behind_batches: int
     #: Loads running now.
     in_flight: int
 
@@ -150,16 +156,21 @@ class TieredCache:
 
     **Writes** go to every level, awaited in order (``write="through"``), or
     to the top level at once and to the lower ones in batches
-    (``write="behind"``): a background task writes the pending entries with
-    ``set_many`` ``write_behind_delay`` seconds after the first of a batch,
-    or as soon as ``write_behind_batch`` are pending; the latest value of a
-    key wins and an entry's TTL keeps running while it waits. The task starts
-    on the first write-behind write and belongs to the tier; :meth:`flush`
-    writes what is pending now, :meth:`aclose` flushes before it closes. At
-    most four batches wait: a write beyond that waits for a flush. A failed
-    batch is counted (``write_behind_errors``) and reported to the loop's
-    exception handler, never raised into unrelated callers. Reads see pending
-    writes, so a write evicted from the top level is not lost to readers.
+    (``write="behind"``): the tier's :class:`~asyncperf.io.Batcher` gathers
+    the keys written into batches, each written with one ``set_many`` per
+    lower level, ``write_behind_delay`` seconds after the first write of the
+    batch or as soon as ``write_behind_batch`` keys are pending; the latest
+    value of a key wins and an entry's TTL keeps running while it waits. One
+    batch is written at a time, in order; a key written again while its batch
+    is being written goes to a later batch. :meth:`flush` writes what is
+    pending now, :meth:`aclose` flushes before it closes. At most four
+    batches are sent at a time (one being written, the others queued behind
+    it): with those and the next one full, a write of a new key waits until
+    they have been written, so a slow lower level slows writers instead of
+    growing memory. A failed batch is counted (``write_behind_errors``) and
+    reported to the loop's exception handler, never raised into unrelated
+    callers. Reads see pending writes, so a write evicted from the top level
+    is not lost to readers.
 
     **Loads** (:meth:`get_or_load`) are single-flight: however many callers
     miss the same key, one loader call runs, in a task of its own, and all of
@@ -287,15 +298,33 @@ class TieredCache:
         # key -> (exception, its traceback, remembered until); in expiry order,
         # since every entry lives negative_ttl.
         self._negative: dict[Hashable, tuple[BaseException, TracebackType | None, float]] = {}
-        # Write-behind: _pending is (value, stored ttl, time queued) by key;
-        # _writing the batch being written now.
+        # Write-behind: _pending is (value, stored ttl, time queued) by key, the
+        # latest write of each key; _writing the batch being written now. Both are
+        # read by lookups. The batcher carries keys only: a batch takes the latest
+        # entries of its keys from _pending when it starts (see _write_batch).
         self._writing: dict[Hashable, tuple[Any, float | None, float]] = {}
-        self._wb_task: asyncio.Task[None] | None = None
-        self._wb_wake = asyncio.Event()
-        self._wb_timer: Cancellable | None = None
-        self._wb_progress = asyncio.Event()
-        self._wb_started = 0
-        self._wb_done = 0
+        self._wb_batcher: Batcher[Hashable, bool] | None = None
+        if write == "behind" and self._has_below:
+            self._wb_batcher = Batcher(
+                self._write_batch,
+                max_size=self._wb_batch,
+                max_delay=self._wb_delay,
+                # Sent batches queue on _wb_lock: they are written one at a time, in the
+                # order they were sent, and hold their keys in _pending until then.
+                max_concurrency=_PENDING_BATCHES,
+                clock=self._clock,
+                name="TieredCache write-behind",
+            )
+        self._wb_lock = asyncio.Lock()
+        # Set by each batch as it ends, for delete and clear waiting on _writing.
+        self._wb_batch_ended = asyncio.Event()
+        # Submits of new keys waiting for room in the batcher (backpressure), each in
+        # a task of its own so a cancelled writer does not strand its key in _pending.
+        self._wb_waiters: set[asyncio.Task[bool]] = set()
+        # Entries of batches cancelled mid-write (an interrupted aclose).
+        self._wb_unwritten = 0
+        # Done once write-behind has stopped (aclose); made on the loop when first needed.
+        self._wb_stopped: asyncio.Future[None] | None = None
 
         self._hits = 0
         self._misses = 0
@@ -310,6 +339,7 @@ class TieredCache:
         self._write_errors = 0
         self._wb_written = 0
         self._wb_errors = 0
+        self._wb_batches = 0
 
     # -- reading ------------------------------------------------------------------
 
@@ -766,7 +796,7 @@ class TieredCache:
         found = self._pending.pop(key, None) is not None
         # A batch being written could land after this delete and bring the key back.
         while key in self._writing:
-            await self._wait_batch()
+            await self._wb_batch_ended.wait()
         for level in self._levels:
             if await level.delete(key):
                 found = True
@@ -790,7 +820,7 @@ class TieredCache:
         self._negative.clear()
         self._pending.clear()
         while self._writing:
-            await self._wait_batch()
+            await self._wb_batch_ended.wait()
         for level in self._levels:
             await level.clear()
 
@@ -813,84 +843,145 @@ class TieredCache:
 
     async def _enqueue(self, key: Hashable, value: Any, ttl: float | None) -> None:
         if self._closed:
-            # The tier closed while this write was at the top level: the writer has
-            # stopped, so the lower levels would never get it. Say so, and count it.
+            # The tier closed while this write was at the top level: its batcher no
+            # longer takes writes, so the lower levels would never get it. Say so, and count it.
             self._wb_errors += 1
             raise CacheClosed(_CLOSED)
+        batcher = self._wb_batcher
+        assert batcher is not None  # made in __init__ for write-behind over several levels
         pending = self._pending
+        queued = len(pending)
         pending[key] = (value, ttl, self._clock.now())
-        if self._wb_task is None:
-            # Started here, not in __init__: a tier may be built outside a running loop.
-            self._wb_task = asyncio.get_running_loop().create_task(
-                self._write_behind(), name="asyncperf.TieredCache write-behind"
-            )
-        if len(pending) >= self._wb_batch:
-            self._wb_wake.set()
-        elif self._wb_timer is None:
-            self._wb_timer = self._clock.call_later(self._wb_delay, self._wb_wake.set)
-        if len(pending) >= self._wb_batch * _PENDING_BATCHES:
-            await self.flush()
-
-    async def _write_behind(self) -> None:
-        """The write-behind task: writes a batch each time it is woken, until cancelled."""
-        while True:
-            await self._wb_wake.wait()
-            self._wb_wake.clear()
-            if self._wb_timer is not None:
-                self._wb_timer.cancel()
-                self._wb_timer = None
-            if self._pending:
-                await self._write_batch()
-
-    async def _write_batch(self) -> None:
-        batch, self._pending = self._pending, {}
-        self._writing = batch
-        self._wb_started += 1
+        if len(pending) == queued:
+            # Already pending: the batch that takes it will write this latest value.
+            return
         try:
-            queued = list(batch.items())
-            size = self._wb_batch
-            for level in self._levels[1:]:
-                for start in range(0, len(queued), size):
-                    # The TTLs left now, not at the batch's start: writing the chunks and
-                    # levels before this one took time, which must not extend a lifetime.
-                    now = self._clock.now()
-                    chunk: list[tuple[Hashable, Any, float | None]] = []
-                    for key, (value, ttl, since) in queued[start : start + size]:
-                        if ttl is not None:
-                            ttl -= now - since
-                            if ttl <= 0.0:
-                                continue  # expired while it waited: nothing left to write
-                        chunk.append((key, value, ttl))
-                    if not chunk:
-                        continue
-                    try:
-                        self._wb_written += await level.set_many(chunk)
-                    except Exception as exc:
-                        self._wb_errors += len(chunk)
-                        self._report(
-                            f"write-behind of {len(chunk)} entries to level {level.name!r} failed",
-                            exc,
-                        )
+            # Not awaited: the write goes on without this caller. Cancelling the future
+            # drops its result only (the key stays in its batch), and it can never hold
+            # an exception that nobody retrieves.
+            batcher.submit_nowait(key).cancel()
+        except QueueFull:
+            await self._wait_for_room(batcher, key)
+
+    async def _wait_for_room(self, batcher: Batcher[Hashable, bool], key: Hashable) -> None:
+        """Backpressure: four batches are sent (one being written) and the next one is full.
+
+        The key waits in the batcher's line, in a task of its own (so a cancelled
+        writer does not strand it in _pending with no batch to write it), while the
+        writer waits until those batches have been written. Not for the key's own
+        batch: a writer that waited for that would hold it open for ``max_delay``.
+        """
+        waiter = asyncio.get_running_loop().create_task(
+            batcher.submit(key), name="asyncperf.TieredCache write-behind wait"
+        )
+        self._wb_waiters.add(waiter)
+        waiter.add_done_callback(self._wb_waiter_done)
+        await batcher.flush()
+
+    def _wb_waiter_done(self, waiter: asyncio.Task[bool]) -> None:
+        self._wb_waiters.discard(waiter)
+        if not waiter.cancelled():
+            waiter.exception()  # retrieved: accounted for by aclose, as for the others
+
+    async def _write_batch(self, keys: list[Hashable]) -> list[bool]:
+        """The batcher's ``process_batch``: write the latest entries of ``keys`` below the top.
+
+        Batches are written one at a time, in the order they were sent (the lock is
+        first come, first served); a batch takes its keys' entries from _pending only
+        when its turn comes, so until then a new write of one of them just replaces
+        the entry it will write.
+
+        Returns, per key, whether it had a write to make (a key deleted, cleared or
+        written by an earlier batch since it was submitted has none). Level errors
+        are counted and reported here, never raised: the batcher has no caller to
+        give them to.
+        """
+        async with self._wb_lock:
+            pending = self._pending
+            batch: dict[Hashable, tuple[Any, float | None, float]] = {}
+            had_write: list[bool] = []
+            for key in keys:
+                entry = pending.pop(key, None)
+                if entry is not None:
+                    batch[key] = entry
+                had_write.append(entry is not None)
+            if batch:
+                self._writing = batch
+                self._wb_batches += 1
+                try:
+                    await self._write_below(list(batch.items()))
+                except asyncio.CancelledError:
+                    # Only an interrupted aclose cancels a batch: it counts these as lost.
+                    self._wb_unwritten += len(batch)
+                    raise
+                finally:
+                    self._writing = {}
+                    ended, self._wb_batch_ended = self._wb_batch_ended, asyncio.Event()
+                    ended.set()
+            return had_write
+
+    async def _write_below(
+        self, queued: list[tuple[Hashable, tuple[Any, float | None, float]]]
+    ) -> None:
+        """One ``set_many`` per lower level; a level's error is counted and reported."""
+        for level in self._levels[1:]:
+            # The TTLs left now, not when the batch started: writing the levels before
+            # this one took time, which must not extend a lifetime.
+            now = self._clock.now()
+            entries: list[tuple[Hashable, Any, float | None]] = []
+            for key, (value, ttl, since) in queued:
+                if ttl is not None:
+                    ttl -= now - since
+                    if ttl <= 0.0:
+                        continue  # expired while it waited: nothing left to write
+                entries.append((key, value, ttl))
+            if not entries:
+                continue
+            try:
+                self._wb_written += await level.set_many(entries)
+            except Exception as exc:
+                self._wb_errors += len(entries)
+                self._report(
+                    f"write-behind of {len(entries)} entries to level {level.name!r} failed",
+                    exc,
+                )
+
+    async def _close_write_behind(self, batcher: Batcher[Hashable, bool]) -> None:
+        """Write what is pending and close the batcher; count and report what it could not write.
+
+        If this is cancelled, the batcher's own aclose cancels the batch being written
+        and fails the rest: those writes are lost, counted in ``write_behind_errors``.
+        """
+        try:
+            await batcher.aclose()
+            if self._pending:
+                # Writes of sets that were still waiting for room when the batcher
+                # closed (it refuses those): written here, last.
+                await self._write_batch(list(self._pending))
         finally:
-            self._writing = {}
-            self._wb_done += 1
-            progress, self._wb_progress = self._wb_progress, asyncio.Event()
-            progress.set()
-
-    def _release_flush_waiters(self, lost: int) -> None:
-        """The writer has stopped: count what it never wrote, and wake flush() waiters."""
-        if lost:
-            self._wb_errors += lost
+            stopped = self._stopped_future()
+            if not stopped.done():
+                stopped.set_result(None)
+            if self._wb_waiters:
+                # Every one has its answer by now (written, refused or failed).
+                await asyncio.wait(list(self._wb_waiters))
+            # Non-zero only when this was cancelled before the batches were written.
+            lost = self._wb_unwritten + len(self._pending)
+            self._wb_unwritten = 0
             self._pending.clear()
-            self._report(
-                f"{lost} write-behind writes were not written: aclose was interrupted",
-                CacheClosed(_CLOSED),
-            )
-        self._wb_done = self._wb_started + 1
-        self._wb_progress.set()
+            if lost:
+                self._wb_errors += lost
+                self._report(
+                    f"{lost} write-behind writes were not written: aclose was interrupted",
+                    CacheClosed(_CLOSED),
+                )
 
-    async def _wait_batch(self) -> None:
-        await self._wb_progress.wait()
+    def _stopped_future(self) -> asyncio.Future[None]:
+        """Done once write-behind has stopped (made here: __init__ may run off the loop)."""
+        stopped = self._wb_stopped
+        if stopped is None:
+            stopped = self._wb_stopped = asyncio.get_running_loop().create_future()
+        return stopped
 
     async def flush(self) -> None:
         """Write the pending write-behind writes to the lower levels now; wait until written.
@@ -898,11 +989,20 @@ class TieredCache:
         Writes made while this waits go to a later batch. A no-op with
         write-through. Failed writes are counted and reported, not raised.
         """
-        target = self._wb_started + 1 if self._pending else self._wb_started
-        if self._pending:
-            self._wb_wake.set()
-        while self._wb_done < target:
-            await self._wait_batch()
+        batcher = self._wb_batcher
+        if batcher is None:
+            return
+        waiting = list(self._wb_waiters)
+        await batcher.flush()
+        # Writes still waiting for room were made before this call too, but the batcher
+        # does not wait for what it has not accepted: send them as they get in.
+        while waiting := [waiter for waiter in waiting if not waiter.done()]:
+            if (batcher.pending or batcher.in_flight) and not self._stopped_future().done():
+                await batcher.flush()
+            else:
+                # Nothing left to send or to wait for: their writes have all ended,
+                # and only their tasks' last step is left.
+                await asyncio.wait(waiting)
 
     # -- capacity, statistics, lifecycle -----------------------------------------------
 
@@ -982,6 +1082,7 @@ class TieredCache:
             write_behind_pending=len(self._pending) + len(self._writing),
             write_behind_written=self._wb_written,
             write_behind_errors=self._wb_errors,
+            write_behind_batches=self._wb_batches,
             in_flight=len(self._running),
         )
 
@@ -1011,24 +1112,16 @@ class TieredCache:
         done = self._close_done = asyncio.Event()
         errors: list[BaseException] = []
         try:
-            try:
-                flights = [flight.task for flight in self._running]
-                for task in flights:
-                    task.cancel(msg="TieredCache closed")
-                if flights:
-                    await asyncio.wait(flights)
-                if self._wb_task is not None:
-                    await self.flush()
-            finally:
-                if self._wb_task is not None:
-                    # Non-zero only when this aclose was itself cancelled before the flush ended.
-                    lost = len(self._pending) + len(self._writing)
-                    self._wb_task.cancel()
-                    await asyncio.wait([self._wb_task])
-                    if self._wb_timer is not None:
-                        self._wb_timer.cancel()
-                        self._wb_timer = None
-                    self._release_flush_waiters(lost)
+            flights = [flight.task for flight in self._running]
+            for task in flights:
+                task.cancel(msg="TieredCache closed")
+            if self._wb_batcher is not None:
+                # Before the loads end, not after: no write can join the batcher
+                # once the tier is closed (_enqueue refuses it), and the batcher is
+                # then closed by its own aclose, which handles being interrupted.
+                await self._close_write_behind(self._wb_batcher)
+            if flights:
+                await asyncio.wait(flights)
         finally:
             self._negative.clear()
             try:

@@ -798,6 +798,7 @@ def _cache(cache: TieredCache | CacheLevel) -> dict[str, Any]:
             "write_errors": tier.write_errors,
             "write_behind_pending": tier.write_behind_pending,
             "write_behind_written": tier.write_behind_written,
+            "write_behind_batches": tier.write_behind_batches,
             "write_behind_errors": tier.write_behind_errors,
             "in_flight": tier.in_flight,
         }

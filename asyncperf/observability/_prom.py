@@ -38,6 +38,7 @@ _TIER_EVENTS = (
     "promotions",
     "write_errors",
     "write_behind_written",
+    "write_behind_batches",
     "write_behind_errors",
 )
 
