@@ -29,7 +29,8 @@ pytest: $(STAMP_DEV) $(STAMP_SERVICES)
 	PYTHONASYNCIODEBUG=1 $(BIN)/pytest -q tests/test_pool.py tests/test_queue.py tests/test_queue_shedding.py \
 		tests/test_pool_properties.py tests/test_limiter.py tests/test_rate.py \
 		tests/test_cache_memory.py tests/test_cache_tiered.py tests/test_cache_disk.py \
-		tests/test_supervisor.py tests/test_handler.py tests/test_runtime.py
+		tests/test_supervisor.py tests/test_handler.py tests/test_runtime.py \
+		tests/test_batcher.py tests/test_files.py tests/test_runtime_batch.py
 	# The named pytest-benchmark benchmarks, each run once at a small size as a
 	# correctness test (`make bench-pytest` times them).
 	$(BIN)/pytest -q -p no:cacheprovider bench --benchmark-disable

@@ -20,9 +20,11 @@ import asyncperf as ap
 from asyncperf.tools._command import Command, UsageError
 from asyncperf.tools.bench import (
     backpressure,
+    batching,
     cache_hit_ratio,
     cache_speed,
     channels,
+    compression,
     disk_speed,
     gc_pressure,
     job_memory,
@@ -64,6 +66,8 @@ SUITES: dict[str, Suite] = {
         channels.SUITE,
         memory_pools.SUITE,
         metrics_overhead.SUITE,
+        compression.SUITE,
+        batching.SUITE,
     )
 }
 #: Fewer repetitions than this is a smoke test (``--quick``), not a median worth reporting.
