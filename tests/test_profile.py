@@ -302,7 +302,10 @@ def test_cli_duration_cancels_a_long_running_function(target_file: Path, tmp_pat
     assert report["sections"] == ["tasks", "block"]
     assert report["cpu"] is None
     assert report["memory"] is None
-    assert report["duration"] >= 0.2
+    # uvloop (the CLI's default loop here) sets a timer from its loop time, kept in whole
+    # milliseconds and read at the start of the loop's pass: the timer can fire up to
+    # 1 ms before time.monotonic() says 0.2 s have passed since the profile started.
+    assert report["duration"] >= 0.2 - 0.001
 
 
 def test_cli_a_failing_function_still_writes_its_report(
