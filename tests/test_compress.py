@@ -25,6 +25,7 @@ from asyncperf.cache import DiskCache
 from asyncperf.cache._disk import encode_key
 from asyncperf.cache._serializers import Codec
 from asyncperf.io._compress import (
+    LEVELS,
     LZ4,
     RAW,
     ZSTD,
@@ -137,6 +138,37 @@ def test_values_of_the_codec_before_compressor_still_read() -> None:
     # And the other way: what zstd writes now is one plain frame an older reader decodes.
     stored = Compressor("zstd").encode(COMPRESSIBLE)
     assert zstandard.ZstdDecompressor().decompress(stored[1:]) == COMPRESSIBLE
+
+
+def test_the_level_bounds_are_the_libraries_own() -> None:
+    """The bounds are written out (checking a level imports no codec); they match."""
+    import lz4.frame  # type: ignore[import-untyped]
+
+    assert LEVELS["zstd"][1] == zstandard.MAX_COMPRESSION_LEVEL
+    assert LEVELS["lz4"][1] == lz4.frame.COMPRESSIONLEVEL_MAX
+
+
+def test_the_codecs_are_imported_on_first_use() -> None:
+    """A process that imports asyncperf, or makes a Compressor that stores raw, imports
+    no codec; the first lz4 value imports lz4 only."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from asyncperf.io import Compressor\n"
+        "seen = lambda: ','.join(m for m in ('zstandard', 'lz4') if m in sys.modules)\n"
+        "raw = Compressor('none')\n"
+        "assert raw.decode(raw.encode(b'x' * 500)) == b'x' * 500\n"
+        "print(seen() or '-')\n"
+        "fast = Compressor('lz4', threshold=0)\n"
+        "assert fast.decode(fast.encode(b'x' * 500)) == b'x' * 500\n"
+        "print(seen())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.split() == ["-", "lz4"]
 
 
 def test_threshold_keeps_small_payloads_raw() -> None:

@@ -13,6 +13,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "asyncperf"
 LAYERS = {
     "asyncperf._errors": -1,
     "asyncperf._validate": -1,
+    "asyncperf._samples": -1,
+    "asyncperf._lazy": -1,
     "asyncperf.abc": -1,
     "asyncperf.loop": 0,
     "asyncperf.queues": 1,

@@ -27,12 +27,20 @@ async def test_virtual_time_jumps() -> None:
 
 def test_importing_asyncperf_leaves_the_optional_heavy_libraries_alone() -> None:
     """``import asyncperf`` does not import aiocache (and the redis client it pulls in),
-    prometheus_client, pyinstrument or matplotlib: each costs milliseconds and megabytes,
-    and is imported only by the part that uses it."""
+    prometheus_client, pyinstrument, matplotlib or the codecs (zstandard, lz4): each
+    costs milliseconds and megabytes, and is imported only by the part that uses it."""
     import subprocess
     import sys
 
-    heavy = ("aiocache", "redis", "prometheus_client", "pyinstrument", "matplotlib")
+    heavy = (
+        "aiocache",
+        "redis",
+        "prometheus_client",
+        "pyinstrument",
+        "matplotlib",
+        "zstandard",
+        "lz4",
+    )
     code = f"import sys, asyncperf; print(','.join(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60

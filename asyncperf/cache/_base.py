@@ -14,7 +14,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NamedTuple, Protocol, runtime_checkable
 
-from asyncperf.workers._stats import LatencySamples
+from asyncperf._samples import LatencySamples
 
 __all__ = [
     "MISS",

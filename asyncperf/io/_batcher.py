@@ -21,6 +21,7 @@ from types import MappingProxyType, TracebackType
 from typing import Final, Generic, Literal, TypeVar, cast
 
 from asyncperf._errors import BatcherClosed, BatchFailed, QueueFull
+from asyncperf._samples import LatencySamples
 from asyncperf._validate import check_int, check_number
 from asyncperf.abc import Cancellable, Clock
 from asyncperf.loop import SystemClock
@@ -38,39 +39,6 @@ _REASONS: Final[tuple[FlushReason, ...]] = ("size", "delay", "flush", "close")
 _OPEN: Final = 0
 _CLOSING: Final = 1
 _CLOSED: Final = 2
-
-# Percentiles are taken over the most recent samples only, so memory stays bounded
-# however long the batcher lives.
-_SAMPLES: Final = 1024
-_MASK: Final = _SAMPLES - 1
-
-
-def _percentile(sorted_values: list[float], fraction: float) -> float:
-    """The nearest-rank percentile of already sorted values (0.0 when empty)."""
-    if not sorted_values:
-        return 0.0
-    return sorted_values[round(fraction * (len(sorted_values) - 1))]
-
-
-class _Samples:
-    """The last 1,024 samples in a ring.
-
-    ``asyncperf.workers`` has the same helper, but the I/O layer sits below it.
-    """
-
-    __slots__ = ("_count", "_ring")
-
-    def __init__(self) -> None:
-        self._ring = [0.0] * _SAMPLES
-        self._count = 0
-
-    def add(self, value: float) -> None:
-        self._ring[self._count & _MASK] = value
-        self._count += 1
-
-    def percentiles(self, *fractions: float) -> list[float]:
-        kept = sorted(self._ring[: min(self._count, _SAMPLES)])
-        return [_percentile(kept, fraction) for fraction in fractions]
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,9 +235,9 @@ class Batcher(Generic[T, R]):
         self._batches_failed = 0
         self._flushes: dict[str, int] = dict.fromkeys(_REASONS, 0)
         self._total_wait = 0.0
-        self._sizes = _Samples()
-        self._waits = _Samples()
-        self._processing = _Samples()
+        self._sizes = LatencySamples()
+        self._waits = LatencySamples()
+        self._processing = LatencySamples()
 
     # -- settings and state -----------------------------------------------------
 
@@ -686,9 +654,9 @@ class Batcher(Generic[T, R]):
 
     def statistics(self) -> BatcherStatistics:
         """A snapshot of the counters, the batch sizes and the times."""
-        p99_size = self._sizes.percentiles(0.99)[0]
-        wait_p99 = self._waits.percentiles(0.99)[0]
-        processing_p50, processing_p99 = self._processing.percentiles(0.5, 0.99)
+        p99_size = self._sizes.quantiles(0.99)[0]
+        wait_p99 = self._waits.quantiles(0.99)[0]
+        processing_p50, processing_p99 = self._processing.quantiles(0.5, 0.99)
         return BatcherStatistics(
             name=self._name,
             submitted=self._submitted,

@@ -30,16 +30,23 @@ they share, and compresses each one with it.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final, Literal
-
-import lz4.frame  # type: ignore[import-untyped]
-import zstandard
+from typing import TYPE_CHECKING, Final, Literal
 
 from asyncperf._errors import AsyncPerfError
+from asyncperf._lazy import LazyModule
 from asyncperf._validate import check_int
+
+if TYPE_CHECKING:
+    import lz4.frame as lz4_frame  # type: ignore[import-untyped]
+    import zstandard
+else:
+    # Imported when a Compressor first uses them: most processes never compress.
+    zstandard = LazyModule("zstandard")
+    lz4_frame = LazyModule("lz4.frame")
 
 __all__ = [
     "CODECS",
@@ -74,8 +81,10 @@ ZSTD_DICT: Final = 0x03
 
 #: Per codec: (lowest level, highest level, default level).
 LEVELS: Final[dict[str, tuple[int, int, int]]] = {
-    "zstd": (1, zstandard.MAX_COMPRESSION_LEVEL, 3),
-    "lz4": (0, int(lz4.frame.COMPRESSIONLEVEL_MAX), 0),
+    # zstandard.MAX_COMPRESSION_LEVEL and lz4.frame.COMPRESSIONLEVEL_MAX (a test checks),
+    # written out so that checking a level imports neither library.
+    "zstd": (1, 22, 3),
+    "lz4": (0, 16, 0),
 }
 #: Payloads of at most this many bytes are stored raw unless a threshold is given.
 DEFAULT_THRESHOLD: Final = 256
@@ -113,6 +122,15 @@ def check_level(codec: str, level: object, name: str = "level") -> int:
     if not low <= value <= high:
         raise ValueError(f"{name} must be between {low} and {high} for {codec}, not {value}")
     return value
+
+
+def _is_zstd_dictionary(value: object) -> bool:
+    """Whether ``value`` is a ZstdCompressionDict, without importing zstandard to ask.
+
+    Nobody holds one unless zstandard is imported already.
+    """
+    module = sys.modules.get("zstandard")
+    return module is not None and isinstance(value, module.ZstdCompressionDict)
 
 
 def _dictionary_bytes(name: str, dictionary: object) -> tuple[int, bytes]:
@@ -286,7 +304,9 @@ class Compressor:
                 raise ValueError(f"dictionary needs codec 'zstd', not {codec!r}")
             self._dictionary_id, content = _dictionary_bytes("dictionary", dictionary)
             known[self._dictionary_id] = content
-        if isinstance(dictionaries, bytes | bytearray | memoryview | zstandard.ZstdCompressionDict):
+        if isinstance(dictionaries, bytes | bytearray | memoryview) or _is_zstd_dictionary(
+            dictionaries
+        ):
             raise TypeError(
                 "dictionaries must be an iterable of dictionaries, not one dictionary "
                 "(pass dictionaries=[d])"
@@ -438,7 +458,7 @@ class Compressor:
             if self._codec == "zstd":
                 frame = self._zstd_compressor(state).compress(payload)
             else:
-                frame = lz4.frame.compress(payload, compression_level=self._level)
+                frame = lz4_frame.compress(payload, compression_level=self._level)
             if len(frame) < size:
                 stored: bytes = self._header + frame
                 counters.compressed += 1
@@ -488,7 +508,7 @@ class Compressor:
                 raise CorruptValue(f"bad zstd frame: {exc}") from exc
         if header == LZ4:
             try:
-                payload: bytes = lz4.frame.decompress(frame)
+                payload: bytes = lz4_frame.decompress(frame)
             except (RuntimeError, ValueError) as exc:  # what lz4 raises for a bad frame
                 raise CorruptValue(f"bad lz4 frame: {exc}") from exc
             return payload

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any
 
-from asyncperf.workers._stats import LatencySamples
+from asyncperf._samples import LatencySamples
 
 __all__ = ["GcMonitor", "GcStatistics"]
 

@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Self
 
+from asyncperf._samples import LatencySamples
 from asyncperf._validate import check_number
 from asyncperf.abc import Clock
 from asyncperf.loop import SystemClock
-from asyncperf.workers._stats import LatencySamples
 
 __all__ = ["LagRecorder", "LoopLagMonitor", "LoopLagStatistics"]
 

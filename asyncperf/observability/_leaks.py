@@ -46,7 +46,6 @@ import inspect
 import itertools
 import linecache
 import os
-import statistics
 import sys
 import sysconfig
 import tracemalloc
@@ -514,6 +513,10 @@ def theil_sen_slope(values: Sequence[int]) -> float:
         for i in range(len(values))
         for j in range(i + 1, len(values))
     ]
+    # Imported here: statistics (with decimal and fractions) costs every process that
+    # imports asyncperf half a MiB, and only a leak check needs it.
+    import statistics
+
     return statistics.median(slopes) if slopes else 0.0
 
 

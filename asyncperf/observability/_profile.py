@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import json
 import linecache
 import os
@@ -683,6 +682,10 @@ _STYLE: Final = """
 
 
 def _e(value: object) -> str:
+    # Imported here: html brings its entity table (half a MiB) into every process
+    # that imports asyncperf, and only a report being written needs it.
+    import html
+
     return html.escape(str(value), quote=True)
 
 

@@ -8,7 +8,6 @@ for a handler section, ``ASYNCPERF_MAX_WORKERS`` for an environment variable.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import ssl
 import tomllib
@@ -138,6 +137,8 @@ def _non_negative(*, optional: bool = False) -> _Spec:
 
 
 def _suggest(key: str, known: Iterable[str]) -> str:
+    import difflib  # only for a mistyped key: not a cost of every process
+
     close = difflib.get_close_matches(key, list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -21,11 +21,11 @@ from asyncperf._errors import (
     RateLimited,
     Rejected,
 )
+from asyncperf._samples import LatencySamples
 from asyncperf.abc import RateLimiterBackend, SemaphoreBackend
 from asyncperf.io import Batcher
 from asyncperf.queues import Backoff, RateLimiter
 from asyncperf.workers import WorkerPool
-from asyncperf.workers._stats import LatencySamples
 
 if TYPE_CHECKING:
     from asyncperf.runtime._runtime import Runtime

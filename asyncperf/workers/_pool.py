@@ -22,11 +22,11 @@ from asyncperf._errors import (
     QueueFull,
     Rejected,
 )
+from asyncperf._samples import SAMPLES, percentile, sample_ring
 from asyncperf._validate import check_int, check_number
 from asyncperf.abc import Cancellable, Clock
 from asyncperf.loop import SystemClock, loop_name
 from asyncperf.queues import DEFAULT_LEVELS, AdaptiveLimiter, Level, PriorityQueue
-from asyncperf.workers._stats import percentile
 
 __all__ = ["ErrorPolicy", "Job", "JobState", "PoolInstrument", "PoolStatistics", "WorkerPool"]
 
@@ -35,10 +35,9 @@ R = TypeVar("R")
 Ts = TypeVarTuple("Ts")
 
 _pool_ids = itertools.count(1)
-# Latency percentiles come from a ring of the last _SAMPLES timed jobs (a power
+# Latency percentiles come from a ring of the last SAMPLES timed jobs (a power
 # of two: the index is a mask); each worker times one job in _TIMED_EVERY.
-_SAMPLES = 1024
-_SAMPLE_MASK = _SAMPLES - 1
+_SAMPLE_MASK = SAMPLES - 1
 _TIMED_EVERY = 8
 # Idle workers due to expire within this many seconds expire now (see _expire_idle).
 _EXPIRY_SLACK = 1e-6
@@ -362,10 +361,10 @@ class WorkerPool:
         self._timed_out = 0
         self._rejected = 0
         self._dropped = 0
-        # Wait and run times of the last _SAMPLES jobs, written in place by the workers.
+        # Wait and run times of the last SAMPLES jobs, written in place by the workers.
         self._samples = 0
-        self._wait_samples = [0.0] * _SAMPLES
-        self._run_samples = [0.0] * _SAMPLES
+        self._wait_samples = sample_ring()
+        self._run_samples = sample_ring()
         # A metrics layer's hook (see PoolInstrument and _set_instrument). The
         # workers read _time_every_job once per job, _instrument only per timed job.
         self._instrument: PoolInstrument | None = None
@@ -1151,7 +1150,7 @@ class WorkerPool:
 
     def statistics(self) -> PoolStatistics:
         """A frozen snapshot of the pool's workers, jobs and latencies."""
-        count = min(self._samples, _SAMPLES)
+        count = min(self._samples, SAMPLES)
         waits = sorted(self._wait_samples[:count])
         runs = sorted(self._run_samples[:count])
         loop = self._loop
