@@ -19,11 +19,11 @@ import os
 import platform
 import statistics
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -50,9 +50,12 @@ __all__ = [
     "Suite",
     "fmt",
     "import_peer",
+    "keep_timed_runs",
     "peer_module",
     "quantile",
 ]
+
+RunT = TypeVar("RunT")
 
 LoopChoice = Literal["asyncio", "uvloop"]
 #: The distributions whose versions go into the JSON metadata.
@@ -241,6 +244,27 @@ def import_peer(module: str, notes: list[str], vs: frozenset[str] | None = None)
         )
         return False
     return True
+
+
+def keep_timed_runs(
+    run: Callable[[], Awaitable[RunT]], figure: Callable[[RunT], float], runs: list[RunT]
+) -> Callable[[], Coroutine[Any, Any, float]]:
+    """A case's ``make`` that awaits ``run()`` and returns ``figure`` of its result.
+
+    Suites whose runs carry side figures (latencies, GC counts) keep each run's
+    result in ``runs``, except the first: the harness's first call is the warm-up.
+    """
+    calls = 0
+
+    async def run_once() -> float:
+        nonlocal calls
+        calls += 1
+        result = await run()
+        if calls > 1:
+            runs.append(result)
+        return figure(result)
+
+    return run_once
 
 
 def quantile(ordered: Sequence[float], q: float) -> float:

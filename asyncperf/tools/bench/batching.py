@@ -44,6 +44,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from time import perf_counter
 from types import TracebackType
@@ -63,6 +64,7 @@ from asyncperf.tools.bench._harness import (
     Result,
     Suite,
     fmt,
+    keep_timed_runs,
     quantile,
 )
 
@@ -639,26 +641,6 @@ class _Store:
 _STORES: dict[str, _Store] = {}
 
 
-def _maker(
-    contender: Contender, items: int, runs: list[Run]
-) -> Callable[[], Coroutine[Any, Any, float]]:
-    """The case's coroutine factory: seconds per run; the timed runs go to ``runs``."""
-    calls = 0
-
-    async def run_once() -> float:
-        nonlocal calls
-        calls += 1
-        run = await contender.workload(items)
-        if calls > 1:  # the harness's first call is the warm-up
-            runs.append(run)
-        return run.elapsed
-
-    def make() -> Coroutine[Any, Any, float]:
-        return run_once()
-
-    return make
-
-
 def plan(config: Config, loop: LoopChoice) -> Plan:
     """Both contenders on both cases, at the issue's sizes (or the quick ones)."""
     store = _Store()
@@ -673,7 +655,9 @@ def plan(config: Config, loop: LoopChoice) -> Plan:
                     case=case,
                     contender=contender.key,
                     label=contender.label,
-                    make=_maker(contender, items, runs),
+                    make=keep_timed_runs(
+                        partial(contender.workload, items), lambda run: run.elapsed, runs
+                    ),
                     items=items,
                     unit="µs/item",
                     scale=1e6,

@@ -35,6 +35,7 @@ import gc
 import statistics
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from time import perf_counter
 from types import TracebackType
 from typing import Any
@@ -52,6 +53,7 @@ from asyncperf.tools.bench._harness import (
     Suite,
     fmt,
     import_peer,
+    keep_timed_runs,
 )
 
 __all__ = ["SUITE", "GcMonitor", "GcRun", "measure"]
@@ -194,25 +196,6 @@ class _Store:
 _STORES: dict[str, _Store] = {}
 
 
-def _maker(contender: Contender, n: int, store: _Store) -> Callable[[], Coroutine[Any, Any, float]]:
-    """The case's coroutine factory: GC seconds per run; timed runs go to the store."""
-    calls = 0
-    runs = store.runs.setdefault(contender.key, [])
-
-    async def run_once() -> float:
-        nonlocal calls
-        calls += 1
-        run = await measure(contender.bench, n)
-        if calls > 1:  # the harness's first call is the warm-up
-            runs.append(run)
-        return run.pause_s
-
-    def make() -> Coroutine[Any, Any, float]:
-        return run_once()
-
-    return make
-
-
 def plan(config: Config, loop: LoopChoice) -> Plan:
     """One case per available contender, all on the same N-job workload."""
     result = Plan(cases=[])
@@ -228,7 +211,11 @@ def plan(config: Config, loop: LoopChoice) -> Plan:
                 case=CASE,
                 contender=contender.key,
                 label=contender.label,
-                make=_maker(contender, config.jobs, store),
+                make=keep_timed_runs(
+                    partial(measure, contender.bench, config.jobs),
+                    lambda run: run.pause_s,
+                    store.runs.setdefault(contender.key, []),
+                ),
                 items=1,
                 unit="ms GC/run",
                 scale=1e3,

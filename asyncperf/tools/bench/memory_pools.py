@@ -87,6 +87,7 @@ import tracemalloc
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from time import perf_counter
 from typing import Any, Final
 
@@ -103,6 +104,7 @@ from asyncperf.tools.bench._harness import (
     Result,
     Suite,
     fmt,
+    keep_timed_runs,
 )
 from asyncperf.tools.bench.gc_pressure import GcMonitor
 from asyncperf.tools.simulate import SimulationConfig, Upstream, make_workload
@@ -706,21 +708,6 @@ def _traced(key: tuple[str, str], timed: Timed, store: _Store) -> RunFactory:
     return run_once
 
 
-def _message_maker(contender: str, messages: int, store: _Store) -> RunFactory:
-    calls = 0
-    runs = store.messages.setdefault(contender, [])
-
-    async def run_once() -> float:
-        nonlocal calls
-        calls += 1
-        run = await run_message_path(contender == POOLED, messages)
-        if calls > 1:  # the harness's first call is the warm-up
-            runs.append(run)
-        return run.wall_s
-
-    return run_once
-
-
 def plan(config: Config, loop: LoopChoice) -> Plan:
     """Every buffer, object and message-path case, two contenders each."""
     store = _Store()
@@ -775,7 +762,13 @@ def plan(config: Config, loop: LoopChoice) -> Plan:
                 contender=contender,
                 label=LABELS[contender],
                 make=_traced(
-                    (MESSAGE_CASE, contender), _message_maker(contender, messages, store), store
+                    (MESSAGE_CASE, contender),
+                    keep_timed_runs(
+                        partial(run_message_path, contender == POOLED, messages),
+                        lambda run: run.wall_s,
+                        store.messages.setdefault(contender, []),
+                    ),
+                    store,
                 ),
                 items=messages,
                 unit="µs/msg",
