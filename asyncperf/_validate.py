@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["check_cost", "check_int", "check_number", "check_rate"]
+__all__ = ["check_bool", "check_cost", "check_int", "check_number", "check_rate"]
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``value`` as a bool (not an int that means one).
+
+    Raises:
+        TypeError: ``value`` is not a bool.
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
+    return value
 
 
 def check_int(name: str, value: object, *, minimum: int | None = None) -> int:

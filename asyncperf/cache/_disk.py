@@ -76,7 +76,7 @@ from time import perf_counter
 from typing import Any, Final, Literal, Self
 
 from asyncperf._errors import CacheClosed, CacheError, UnsafeCacheDirectory
-from asyncperf._validate import check_int, check_number
+from asyncperf._validate import check_bool, check_int, check_number
 from asyncperf.cache._base import (
     MISS,
     CacheEntry,
@@ -1294,16 +1294,14 @@ class DiskCache:
         self._default_ttl = (
             None if default_ttl is None else check_number("default_ttl", default_ttl)
         )
-        if not isinstance(sync, bool):
-            raise TypeError(f"sync must be a bool, not {type(sync).__name__}")
+        check_bool("sync", sync)
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, not {type(name).__name__}")
         if not name:
             raise ValueError("name must not be empty")
         if not callable(time):
             raise TypeError(f"time must be callable, not {type(time).__name__}")
-        if not isinstance(presence_filter, bool):
-            raise TypeError(f"presence_filter must be a bool, not {type(presence_filter).__name__}")
+        check_bool("presence_filter", presence_filter)
         self._presence_refresh = check_number(
             "presence_refresh", presence_refresh, minimum=0.0, strict=False
         )

@@ -45,7 +45,7 @@ import aiofiles.threadpool
 from aiofiles.threadpool.binary import AsyncFileIO
 
 from asyncperf._errors import AsyncPerfError
-from asyncperf._validate import check_int
+from asyncperf._validate import check_bool, check_int
 
 __all__ = [
     "BufferHandle",
@@ -429,12 +429,6 @@ def _check_path(path: object, name: str = "path") -> str:
     return checked
 
 
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
-    return value
-
-
 def _byte_view(data: object) -> memoryview:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"data must be bytes, bytearray or memoryview, not {type(data).__name__}")
@@ -639,7 +633,7 @@ class FileIO:
         """
         target = _check_path(path)
         view = _byte_view(data)
-        fsync = _check_bool("fsync", fsync)
+        fsync = check_bool("fsync", fsync)
         mode = check_int("mode", mode, minimum=0)
         if mode > 0o7777:
             raise ValueError(f"mode must be permission bits (at most 0o7777), not {oct(mode)}")
@@ -795,7 +789,7 @@ class FileIO:
             OSError: it could not be removed.
         """
         target = _check_path(path)
-        missing_ok = _check_bool("missing_ok", missing_ok)
+        missing_ok = check_bool("missing_ok", missing_ok)
 
         async def steps(steps: _Steps, gate: _Gate) -> bool:
             try:
@@ -825,8 +819,8 @@ class FileIO:
         """
         target = _check_path(path)
         mode = check_int("mode", mode, minimum=0)
-        parents = _check_bool("parents", parents)
-        exist_ok = _check_bool("exist_ok", exist_ok)
+        parents = check_bool("parents", parents)
+        exist_ok = check_bool("exist_ok", exist_ok)
 
         def make() -> None:
             try:

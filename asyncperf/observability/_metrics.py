@@ -77,6 +77,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
 from asyncperf._errors import DropReason
+from asyncperf._validate import check_bool
 from asyncperf.cache import CacheLevel, CacheStatistics, TieredCache
 from asyncperf.loop import loop_name
 from asyncperf.observability._gc import GcMonitor
@@ -337,8 +338,7 @@ class Metrics:
             raise ValueError("buckets must be a non-empty sequence of finite numbers")
         if any(low >= high for low, high in itertools.pairwise(bounds)):
             raise ValueError("buckets must be strictly increasing")
-        if not isinstance(time_every_job, bool):
-            raise TypeError(f"time_every_job must be a bool, not {type(time_every_job).__name__}")
+        check_bool("time_every_job", time_every_job)
         if isinstance(max_decisions, bool) or not isinstance(max_decisions, int):
             raise TypeError(f"max_decisions must be an int, not {type(max_decisions).__name__}")
         if max_decisions < 0:

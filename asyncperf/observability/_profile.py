@@ -55,7 +55,7 @@ from pathlib import Path
 from types import CoroutineType, FrameType, GeneratorType, TracebackType
 from typing import Any, Final, Self
 
-from asyncperf._validate import check_int, check_number
+from asyncperf._validate import check_bool, check_int, check_number
 from asyncperf.io._files import FileIO
 from asyncperf.loop import loop_name
 from asyncperf.observability._blocking import BlockDetector, StackFrame
@@ -163,12 +163,6 @@ def profile(
     )
 
 
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
-    return value
-
-
 def _check_name(name: object) -> str | None:
     if name is None:
         return None
@@ -207,10 +201,10 @@ class Profile:
         top: int,
         name: str | None,
     ) -> None:
-        self.cpu = _check_bool("cpu", cpu)
-        self.memory = _check_bool("memory", memory)
-        self.tasks = _check_bool("tasks", tasks)
-        self.block = _check_bool("block", block)
+        self.cpu = check_bool("cpu", cpu)
+        self.memory = check_bool("memory", memory)
+        self.tasks = check_bool("tasks", tasks)
+        self.block = check_bool("block", block)
         self.sample_rate = check_number("sample_rate", sample_rate)
         if not isinstance(output_dir, str | os.PathLike):
             raise TypeError(f"output_dir must be a str or a path, not {type(output_dir).__name__}")

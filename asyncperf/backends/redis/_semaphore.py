@@ -32,7 +32,7 @@ from typing import Any, Self
 import redis.asyncio as redis_asyncio
 
 from asyncperf._errors import AsyncPerfError, BackendUnavailable
-from asyncperf._validate import check_int, check_number
+from asyncperf._validate import check_bool, check_int, check_number
 from asyncperf.abc import SemaphoreStatistics
 from asyncperf.backends._local import SlotAcquire, check_name, check_timeout
 from asyncperf.backends.redis._client import key_join
@@ -217,9 +217,7 @@ class RedisSemaphore:
         # Leases are kept in whole milliseconds of server time.
         self._lease_ms = max(1, math.ceil(self._lease * 1000))
         self._fail = check_fail_mode(fail)
-        if not isinstance(auto_renew, bool):
-            raise TypeError(f"auto_renew must be a bool, not {type(auto_renew).__name__}")
-        self._auto_renew = auto_renew
+        self._auto_renew = check_bool("auto_renew", auto_renew)
         socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
         if wake_timeout is None:
             self._wake_timeout = _DEFAULT_WAKE_TIMEOUT
