@@ -323,8 +323,6 @@ class TieredCache:
         self._wb_waiters: set[asyncio.Task[bool]] = set()
         # Entries of batches cancelled mid-write (an interrupted aclose).
         self._wb_unwritten = 0
-        # Done once write-behind has stopped (aclose); made on the loop when first needed.
-        self._wb_stopped: asyncio.Future[None] | None = None
 
         self._hits = 0
         self._misses = 0
@@ -959,9 +957,6 @@ class TieredCache:
                 # closed (it refuses those): written here, last.
                 await self._write_batch(list(self._pending))
         finally:
-            stopped = self._stopped_future()
-            if not stopped.done():
-                stopped.set_result(None)
             if self._wb_waiters:
                 # Every one has its answer by now (written, refused or failed).
                 await asyncio.wait(list(self._wb_waiters))
@@ -975,13 +970,6 @@ class TieredCache:
                     f"{lost} write-behind writes were not written: aclose was interrupted",
                     CacheClosed(_CLOSED),
                 )
-
-    def _stopped_future(self) -> asyncio.Future[None]:
-        """Done once write-behind has stopped (made here: __init__ may run off the loop)."""
-        stopped = self._wb_stopped
-        if stopped is None:
-            stopped = self._wb_stopped = asyncio.get_running_loop().create_future()
-        return stopped
 
     async def flush(self) -> None:
         """Write the pending write-behind writes to the lower levels now; wait until written.
@@ -997,7 +985,7 @@ class TieredCache:
         # Writes still waiting for room were made before this call too, but the batcher
         # does not wait for what it has not accepted: send them as they get in.
         while waiting := [waiter for waiter in waiting if not waiter.done()]:
-            if (batcher.pending or batcher.in_flight) and not self._stopped_future().done():
+            if batcher.pending or batcher.in_flight:
                 await batcher.flush()
             else:
                 # Nothing left to send or to wait for: their writes have all ended,
