@@ -275,7 +275,7 @@ class _Op:
     #: Absolute path of a value file already complete in its place under values/ whose
     #: row is not committed yet (file-backed sets; DISCARD: the file to remove). Whoever
     #: fails or drops the op removes the file.
-    tmp: str | None = None
+    value_file: str | None = None
     #: Path relative to values/ of the value file (file-backed sets; CORRUPT: the row's).
     filename: str | None = None
     checksum: bytes = b""
@@ -642,8 +642,8 @@ class _Store:
     def _fail(self, ops: list[_Op], error: CacheError) -> None:
         results: list[Delivery] = []
         for op in ops:
-            if op.tmp is not None:
-                _unlink(op.tmp)
+            if op.value_file is not None:
+                _unlink(op.value_file)
             if op.fut is not None:
                 results.append((op.fut, None, _copy_error(error)))
         _send(results)
@@ -669,12 +669,12 @@ class _Store:
             for op in ops:
                 kind = op.kind
                 if kind == _Kind.SET:
-                    if op.tmp is not None:
+                    if op.value_file is not None:
                         # Complete in its place already (written and renamed on the loop,
                         # fsynced with its directory when sync=True): from here on this
                         # transaction owns the file, and removes it if it rolls back.
-                        placed.append(op.tmp)
-                        op.tmp = None
+                        placed.append(op.value_file)
+                        op.value_file = None
                     seq += 1
                     conn.execute(
                         _UPSERT,
@@ -747,9 +747,9 @@ class _Store:
                 elif kind == _Kind.META:
                     meta_ops.append(op)
                 elif kind == _Kind.DISCARD:
-                    assert op.tmp is not None  # DISCARD always names its file
-                    _unlink(op.tmp)
-                    op.tmp = None
+                    assert op.value_file is not None  # DISCARD always names its file
+                    _unlink(op.value_file)
+                    op.value_file = None
                 else:  # NOOP
                     results.append(_result(op, None))
             if sets:
@@ -785,8 +785,8 @@ class _Store:
             error = _failure("write", exc)
             failed: list[Delivery] = []
             for op in ops:
-                if op.tmp is not None:
-                    _unlink(op.tmp)
+                if op.value_file is not None:
+                    _unlink(op.value_file)
                 if op.fut is not None:
                     failed.append((op.fut, None, _copy_error(error)))
             _send(failed)
@@ -1158,7 +1158,7 @@ def _discarder(store: _Store, path: str) -> Callable[[asyncio.Future[None]], Non
     def discard(task: asyncio.Future[None]) -> None:
         if not task.cancelled():
             task.exception()  # reported to the caller already
-        store.writes.put([_Op(_Kind.DISCARD, tmp=path)])
+        store.writes.put([_Op(_Kind.DISCARD, value_file=path)])
 
     return discard
 
@@ -1407,9 +1407,9 @@ class DiskCache:
         return True
 
     def _write(self, op: _Op) -> asyncio.Future[Any]:
-        if self._closed and op.tmp is not None and self._store is not None:
+        if self._closed and op.value_file is not None and self._store is not None:
             # Closed while its file was written: best effort, the file is not needed.
-            self._store.writes.put([_Op(_Kind.DISCARD, tmp=op.tmp)])
+            self._store.writes.put([_Op(_Kind.DISCARD, value_file=op.value_file)])
         self._live()
         loop = asyncio.get_running_loop()
         lane = self._lane if self._lane_loop is loop else self._lane_of(loop)
@@ -1507,7 +1507,7 @@ class DiskCache:
             if isinstance(exc, OSError):
                 raise _failure("write of a value file", exc) from exc
             raise
-        op.tmp = path
+        op.value_file = path
         op.filename = filename
 
     async def _refuse(self, key_hash: bytes) -> bool:
@@ -1646,8 +1646,8 @@ class DiskCache:
             if errors:
                 store = self._live()
                 for result in written:
-                    if isinstance(result, _Op) and result.tmp is not None:
-                        store.writes.put([_Op(_Kind.DISCARD, tmp=result.tmp)])
+                    if isinstance(result, _Op) and result.value_file is not None:
+                        store.writes.put([_Op(_Kind.DISCARD, value_file=result.value_file)])
                 raise errors[0]
         futures: list[asyncio.Future[Any]] = []
         for (_key_bytes, key_hash, _expires, _payload), op in zip(encoded, ops, strict=True):
